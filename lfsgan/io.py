@@ -1,0 +1,96 @@
+"""Checkpoints: tensors only, atomic writes, safe loading.
+
+A checkpoint is a ``torch.save``d dict whose values are tensors, nested dicts of tensors, or a
+JSON string under ``"meta"``. It loads with ``torch.load(..., weights_only=True)``: nothing in it
+can execute code. Files are written to a temporary name in the destination folder and renamed on
+success, so a killed job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+META_KEY = "meta"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _check_tensors(obj: Any, where: str) -> None:
+    if isinstance(obj, torch.Tensor):
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"checkpoint key {k!r} at {where} is not a string")
+            _check_tensors(v, f"{where}.{k}")
+        return
+    raise TypeError(f"checkpoint value at {where} is {type(obj).__name__}; only tensors and dicts of tensors are stored")
+
+
+def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Any], meta: dict | None = None) -> None:
+    """Write ``tensors`` (nested dicts of tensors) and JSON-serialisable ``meta`` atomically."""
+    _check_tensors(tensors, "<root>")
+    if META_KEY in tensors:
+        raise ValueError(f"'{META_KEY}' is reserved for metadata")
+    payload: dict[str, Any] = {k: _detach(v) for k, v in tensors.items()}
+    payload[META_KEY] = json.dumps(meta or {}, sort_keys=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _detach(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    return {k: _detach(v) for k, v in obj.items()}
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns ``(tensors, meta)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt file or pickled code objects
+        raise ValueError(f"{path}: not a loadable tensors-only checkpoint ({e})") from e
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: expected a dict at the top level, found {type(payload).__name__}")
+    meta_raw = payload.pop(META_KEY, "{}")
+    meta = json.loads(meta_raw) if isinstance(meta_raw, str) else {}
+    return payload, meta
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically, keys sorted, human-readable."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
