@@ -1,0 +1,136 @@
+"""Load, validate and resolve a workflow config.
+
+The schema at ``workflow/schemas/config.schema.yaml`` is the single source of truth: the Snakefile
+and every CLI verb call :func:`validate_config`, which fills in the schema's defaults and turns
+the first violation into an error that names the key path, the file and what is expected.
+YAML is read with ``yaml.safe_load``; no config value is ever executed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that does not satisfy the schema or refers to things that do not exist."""
+
+
+def _with_defaults(validator_class):
+    """A validator that writes each property's ``default`` into the instance before checking it."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+def load_schema() -> dict:
+    if not SCHEMA_PATH.is_file():
+        raise ConfigError(f"config schema not found at {SCHEMA_PATH}; install lfsgan from a checkout (pip install -e .)")
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _path(error) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def validate_config(config: dict, source: str = "<config>") -> dict:
+    """Return a validated copy of ``config`` with defaults filled in; raise :class:`ConfigError`."""
+    cfg = copy.deepcopy(config)
+    schema = load_schema()
+    validator = _DefaultingValidator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), _path(e)))
+    if errors:
+        e = errors[0]
+        msg = e.message
+        if e.validator == "additionalProperties":
+            allowed = sorted(e.schema.get("properties", {}))
+            if allowed:
+                msg += f" (allowed keys here: {', '.join(allowed)})"
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: key '{_path(e)}': {msg}{more}")
+    _check_references(cfg, source)
+    return cfg
+
+
+def _check_references(cfg: dict, source: str) -> None:
+    domains = cfg["data"]["domains"]
+    if cfg["source"]["domain"] not in domains:
+        raise ConfigError(
+            f"{source}: key 'source.domain': '{cfg['source']['domain']}' is not a key of data.domains ({', '.join(domains)})"
+        )
+    for i, task in enumerate(cfg["tasks"]):
+        if task not in domains:
+            raise ConfigError(f"{source}: key 'tasks.{i}': '{task}' is not a key of data.domains ({', '.join(domains)})")
+    seeds = cfg["source"]["seeds"]
+    for i, (a, b) in enumerate(cfg["permutation"]["pairs"]):
+        for s in (a, b):
+            if s not in seeds:
+                raise ConfigError(f"{source}: key 'permutation.pairs.{i}': seed {s} is not in source.seeds {seeds}")
+        if a == b:
+            raise ConfigError(f"{source}: key 'permutation.pairs.{i}': a pair needs two different seeds")
+    for name, spec in domains.items():
+        if "builtin" in spec:
+            from lfsgan.data import DEMO_DOMAINS  # local import: keeps `import lfsgan.config` light
+
+            if spec["builtin"] not in DEMO_DOMAINS:
+                raise ConfigError(
+                    f"{source}: key 'data.domains.{name}.builtin': unknown demo domain '{spec['builtin']}' "
+                    f"(available: {', '.join(sorted(DEMO_DOMAINS))})"
+                )
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file safely and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    return validate_config(raw, source=str(path))
+
+
+def method_train_config(cfg: dict, method: str) -> dict:
+    """Training settings of ``method``'s tasks: ``task_train`` overridden by the method's ``train``."""
+    if method not in cfg["methods"]:
+        raise ConfigError(f"unknown method '{method}' (config methods: {', '.join(cfg['methods'])})")
+    return {**cfg["task_train"], **cfg["methods"][method].get("train", {})}
+
+
+def permutation_pairs(cfg: dict) -> list[tuple[int, int]]:
+    """The (A, B) seed pairs to match: the configured pairs, else consecutive source seeds."""
+    if not cfg["permutation"]["enabled"]:
+        return []
+    pairs = cfg["permutation"]["pairs"]
+    if pairs:
+        return [tuple(p) for p in pairs]
+    seeds = cfg["source"]["seeds"]
+    return list(zip(seeds[:-1], seeds[1:]))
+
+
+def config_digest(obj: Any) -> str:
+    """Stable short hash of a JSON-serialisable object (for content-addressed names)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

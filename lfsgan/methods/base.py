@@ -1,0 +1,98 @@
+"""The interface every lifelong few-shot method implements.
+
+One training loop (:mod:`lfsgan.train.loop`) serves source pretraining and every method. A method
+only says *what* trains, which extra loss terms the generator gets, how latents are drawn and how
+the discriminator is read on a step, what is stored per task, and how a task's generator is
+rebuilt from the source and the stored per-task states. The defaults below are plain fine-tuning
+(TGAN): all of G and D train, nothing extra, the whole G is stored.
+
+Adding a method = one module under ``lfsgan/methods/`` subclassing :class:`Method`, registered in
+``lfsgan/methods/__init__.py`` (``METHODS``), plus its name in the config schema's enum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TaskContext:
+    """What the loop hands a method before a task starts."""
+
+    task_index: int  # 0-based position in the task sequence
+    task_name: str
+    source_g: dict[str, torch.Tensor]  # the source generator's state_dict (rosinality keys)
+    source_d: dict[str, torch.Tensor]  # the source discriminator's state_dict
+    previous: list[dict[str, Any]] = field(default_factory=list)  # stored states of tasks 0..t-1 (same method)
+    real_shots: torch.Tensor | None = None  # float [-1,1] [n_shots, 3, H, W]
+    device: torch.device = torch.device("cpu")
+    seed: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. {"fisher": {...}} for EWC
+
+
+class Method:
+    """Plain fine-tuning semantics; subclasses override what differs."""
+
+    name = "finetune"
+    #: whether the loop keeps an EMA generator during this method's task training
+    uses_ema = False
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        self.options = dict(options or {})
+        self.style_mixing = float(self.options.get("style_mixing", 0.9))
+
+    # --- set-up -----------------------------------------------------------------------------
+    def setup(self, G: nn.Module, D: nn.Module, ctx: TaskContext) -> None:
+        """Prepare G and D for task ``ctx.task_index`` (load weights, attach adapters, freeze).
+
+        Default: G starts from the previous task's stored generator (or the source), D from the
+        source discriminator.
+        """
+        G.load_state_dict(ctx.previous[-1]["g"] if ctx.previous else ctx.source_g)
+        D.load_state_dict(ctx.source_d)
+
+    def generator_parameters(self, G: nn.Module) -> Iterable[nn.Parameter]:
+        return G.parameters()
+
+    def discriminator_parameters(self, D: nn.Module) -> Iterable[nn.Parameter]:
+        return D.parameters()
+
+    def extra_discriminator_modules(self) -> nn.Module | None:
+        """Modules trained with D's optimiser (e.g. patch heads); None if there are none."""
+        return None
+
+    # --- per step ---------------------------------------------------------------------------
+    def sample_latents(self, step: int, batch: int, G: nn.Module, generator: torch.Generator) -> list[torch.Tensor]:
+        """Latents for a fake batch: one tensor, or two for style mixing (StyleGAN2 default)."""
+        device = next(G.parameters()).device
+        if self.style_mixing > 0 and torch.rand((), generator=generator).item() < self.style_mixing:
+            z = torch.randn(2, batch, G.style_dim, generator=generator).to(device)
+            return list(z.unbind(0))
+        return [torch.randn(batch, G.style_dim, generator=generator).to(device)]
+
+    def discriminate(self, D: nn.Module, images: torch.Tensor, step: int) -> torch.Tensor:
+        """Logits the adversarial losses use on this step: ``[B, 1]`` or a patch map ``[B, 1, h, w]``."""
+        return D(images)
+
+    def generator_loss_terms(self, G: nn.Module, D: nn.Module, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Extra generator loss terms (already weighted), added to the adversarial loss."""
+        return {}
+
+    # --- storage ----------------------------------------------------------------------------
+    def task_state(self, G: nn.Module, D: nn.Module) -> dict[str, Any]:
+        """The smallest set of tensors that rebuilds this task's generator (given the source and
+        the earlier tasks' states)."""
+        return {"g": {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}}
+
+    def rebuild(self, G: nn.Module, source_g: dict[str, torch.Tensor], states: list[dict[str, Any]]) -> nn.Module:
+        """Turn ``G`` into task ``len(states) - 1``'s generator, from the source and the stored
+        states of tasks ``0..t`` of this method, in order."""
+        G.load_state_dict(states[-1]["g"] if states else source_g)
+        return G
+
+    def meta(self) -> dict[str, Any]:
+        return {"method": self.name, "options": self.options}

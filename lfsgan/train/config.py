@@ -1,0 +1,92 @@
+"""Training hyperparameters: one dataclass for source pretraining and for every task.
+
+Defaults are rosinality's ``stylegan2-pytorch`` / LFS-GAN ``train.py`` values (see
+``reference/methods.md`` §1.7); the workflow config (``source.train``, ``task_train``, a method's
+``train``) overrides them key by key through :meth:`TrainConfig.from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 1000
+    batch: int = 4
+    lr_g: float = 0.002  # before the lazy-regularisation correction (see optimizers.lazy_adam)
+    lr_d: float = 0.002
+    r1_gamma: float = 10.0  # 0 disables R1
+    r1_every: int = 16
+    path_reg_weight: float = 2.0  # 0 disables path-length regularisation
+    path_reg_every: int = 4
+    path_batch_shrink: int = 2
+    path_decay: float = 0.01  # running-mean decay of the path length (StyleGAN2 a)
+    style_mixing: float = 0.9  # probability of two latents per fake batch (source pretraining, path reg)
+    ema_decay: float | None = None  # per-step EMA decay; None -> from ema_half_life_kimg
+    ema_half_life_kimg: float = 10.0  # rosinality: 0.5 ** (32 / (10 * 1000)) at batch 32
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    n_sample_grid: int = 16
+    log_every: int = 10
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | auto
+
+    def __post_init__(self) -> None:
+        positive_ints = ("iterations", "batch", "r1_every", "path_reg_every", "path_batch_shrink",
+                         "checkpoint_every", "sample_every", "n_sample_grid", "log_every")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
+        for name in ("lr_g", "lr_d"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("r1_gamma", "path_reg_weight", "ema_half_life_kimg"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("style_mixing", "path_decay"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1] or null, got {self.ema_decay!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, source: str = "train config") -> "TrainConfig":
+        """Build from a mapping; unknown keys are an error that lists the allowed ones."""
+        d = dict(d or {})
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(sorted(allowed))}"
+            )
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resolved_ema_decay(self) -> float:
+        """Per-step EMA decay ``beta``: ``ema_decay`` if set, else ``0.5 ** (batch / (half_life_kimg * 1000))``
+        (the generator average halves its memory every ``ema_half_life_kimg`` thousand images)."""
+        if self.ema_decay is not None:
+            return float(self.ema_decay)
+        if self.ema_half_life_kimg == 0:
+            return 0.0
+        return 0.5 ** (self.batch / (self.ema_half_life_kimg * 1000.0))
+
+    def resolved_device(self) -> torch.device:
+        """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("TrainConfig.device is 'cuda' but torch sees no GPU; use device: cpu or auto")
+        return torch.device(self.device)

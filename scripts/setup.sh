@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Create .venv and install lfsgan with its pinned dependencies (idempotent: a no-op when the
+# pinned set is already installed). Usage: scripts/setup.sh [--test]
+#   --test  also the test extras and the Debian packages the integration tests use
+#           (slurm-wlm + munge for a real single-node SLURM, chromium to render the HTML report).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${LFSGAN_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+if [[ "${1:-}" == "--test" ]]; then
+  need=()
+  command -v slurmctld >/dev/null || need+=(slurm-wlm munge)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v git >/dev/null || need+=(git)
+  if ((${#need[@]})); then
+    echo "[setup] apt-get install ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  extras="[test]"
+else
+  extras=""
+fi
+
+stamp="$VENV/.lfsgan-installed"
+want="$(sha256sum pyproject.toml | cut -c1-16)${extras}"
+if [[ -f "$stamp" && "$(cat "$stamp")" == *"$want"* ]]; then
+  echo "[setup] $VENV is up to date"
+  exit 0
+fi
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+echo "[setup] installing lfsgan${extras} and its pinned dependencies into $VENV (a few minutes the first time)"
+"$VENV/bin/python" -m pip install -q -e ".${extras}" 2>&1 | grep -vE "is ignored|^\s*$" || true
+"$VENV/bin/python" -c "import lfsgan, torch, torchvision, lpips, torch_fidelity, tensorly, snakemake" \
+  || { echo "[setup] installation incomplete: an import failed" >&2; exit 1; }
+echo "$want" >> "$stamp"
+echo "[setup] done"

@@ -1,0 +1,98 @@
+# Config validation, the resolved config every verb reads, wildcard constraints, helpers.
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from lfsgan.config import config_digest, method_train_config, permutation_pairs, validate_config
+
+# Validate once, fill the schema's defaults in place (a bad key fails here, before any job).
+_resolved = validate_config(config, source="workflow config (config/config.yaml + --configfile/--config)")
+config.clear()
+config.update(_resolved)
+
+# Every verb gets the resolved config by path; the file is content-addressed, so changing the config
+# writes a new file and never touches an old one. It is not a rule input: per-rule reruns come from
+# each rule's `params`, which hold only the config sections that rule depends on.
+CONFIG_FILE = f".snakemake/lfsgan/config-{config_digest(config)}.yaml"
+Path(CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
+if not Path(CONFIG_FILE).exists():
+    Path(CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=True))
+
+LFSGAN = f"lfsgan {{verb}} --config {CONFIG_FILE}"
+DOMAINS = list(config["data"]["domains"])
+TASKS = list(config["tasks"])
+METHODS = list(config["methods"])
+SEEDS = list(config["source"]["seeds"])
+BASE_SEED = SEEDS[0]
+PAIRS = permutation_pairs(config)
+GPU = 1 if config["use_gpu"] else 0
+RES = config["resources"]
+DEMO_EXTRACTOR = config["evaluation"]["fid"]["extractor"] == "lfsgan-demo-cnn"
+
+
+def _alternatives(names):
+    return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
+
+
+wildcard_constraints:
+    domain=_alternatives(DOMAINS),
+    task=_alternatives(TASKS),
+    after=_alternatives(TASKS),
+    method=_alternatives(METHODS),
+    seed=r"\d+",
+    a=r"\d+",
+    b=r"\d+",
+
+
+def cmd(verb):
+    """The shell prefix of one verb, with the resolved config."""
+    return LFSGAN.format(verb=verb)
+
+
+def section(*keys):
+    """A config section as canonical JSON (a rule `params` value: a change reruns that rule)."""
+    node = config
+    for k in keys:
+        node = node[k]
+    return json.dumps(node, sort_keys=True)
+
+
+def source_checkpoint(seed=BASE_SEED):
+    return f"results/source/seed{seed}/final.pt"
+
+
+def task_index(task):
+    return TASKS.index(task)
+
+
+def task_states(method, last_task):
+    """task.pt of the method's tasks 1..last_task, in order."""
+    return [f"results/tasks/{method}/{t}/task.pt" for t in TASKS[: task_index(last_task) + 1]]
+
+
+def evaluation_targets():
+    """(method, after t, task s <= t) for every method: the forgetting matrix."""
+    return [
+        f"results/eval/{m}/after_{after}/{s}.json"
+        for m in METHODS
+        for i, after in enumerate(TASKS)
+        for s in TASKS[: i + 1]
+    ]
+
+
+def report_targets():
+    return [
+        "results/report/summary.csv",
+        "results/report/summary.md",
+        "results/report/forgetting.png",
+        "results/report/metrics_along_tasks.png",
+        "results/report/samples.png",
+    ]
+
+
+def final_targets():
+    targets = report_targets()
+    targets += [f"results/source/seed{s}/samples.png" for s in SEEDS]
+    return targets

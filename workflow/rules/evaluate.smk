@@ -1,0 +1,86 @@
+# Sampling and evaluation: every (method, after task t, task s <= t) -> the forgetting matrix.
+
+EXTRACTOR = "results/extractor/demo_cnn.pt"
+
+
+def _extractor_input(wc=None):
+    return [EXTRACTOR] if DEMO_EXTRACTOR else []
+
+
+if DEMO_EXTRACTOR:
+
+    rule train_extractor:
+        input:
+            data=expand("results/data/{domain}/images.pt", domain=[config["source"]["domain"], *TASKS]),
+        output:
+            EXTRACTOR,
+        params:
+            fid=section("evaluation", "fid"),
+            dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.data),
+            cmd=cmd("train-extractor"),
+        log:
+            "logs/train_extractor/demo_cnn.log",
+        benchmark:
+            "benchmarks/train_extractor/demo_cnn.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["runtime"],
+        shell:
+            "{params.cmd} --data {params.dirs} --out {output} > {log} 2>&1"
+
+
+rule sample:
+    input:
+        source=source_checkpoint(),
+        states=lambda wc: task_states(wc.method, wc.after),
+    output:
+        samples="results/samples/{method}/after_{after}/{task}/samples.pt",
+        meta="results/samples/{method}/after_{after}/{task}/samples.json",
+        grid="results/samples/{method}/after_{after}/{task}/grid.png",
+    params:
+        sampling=lambda wc: json.dumps(
+            {k: config["evaluation"][k] for k in ("n_samples", "seed", "truncation", "batch_size", "grid")},
+            sort_keys=True,
+        ),
+        out=lambda wc, output: Path(output.samples).parent,
+        cmd=cmd("sample"),
+    log:
+        "logs/sample/{method}/after_{after}/{task}.log",
+    benchmark:
+        "benchmarks/sample/{method}/after_{after}/{task}.tsv"
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=GPU,
+    shell:
+        "{params.cmd} --method {wildcards.method} --after {wildcards.after} --task {wildcards.task}"
+        " --source {input.source} --states {input.states} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        samples="results/samples/{method}/after_{after}/{task}/samples.pt",
+        data="results/data/{task}/images.pt",
+        extractor=_extractor_input,
+    output:
+        "results/eval/{method}/after_{after}/{task}.json",
+    params:
+        protocol=lambda wc: json.dumps(
+            {k: v for k, v in config["evaluation"].items() if k in ("fid", "lpips", "batch_size")},
+            sort_keys=True,
+        ),
+        samples_dir=lambda wc, input: Path(input.samples).parent,
+        data_dir=lambda wc, input: Path(input.data).parent,
+        extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
+        cmd=cmd("evaluate"),
+    log:
+        "logs/evaluate/{method}/after_{after}/{task}.log",
+    benchmark:
+        "benchmarks/evaluate/{method}/after_{after}/{task}.tsv"
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=GPU,
+    shell:
+        "{params.cmd} --samples {params.samples_dir} --data {params.data_dir} {params.extractor}"
+        " --cache results/eval/.cache --out {output} > {log} 2>&1"

@@ -1,0 +1,69 @@
+# Weight matching between independently pretrained sources and linear-mode-connectivity curves.
+
+
+rule match_permutation:
+    input:
+        a="results/source/seed{a}/final.pt",
+        b="results/source/seed{b}/final.pt",
+    output:
+        permuted="results/permutation/{a}_{b}/permuted.pt",
+        summary="results/permutation/{a}_{b}/match.json",
+        svd="results/permutation/{a}_{b}/svd.csv",
+        plot=report(
+            "results/permutation/{a}_{b}/svd.png",
+            caption="../report/svd.rst",
+            category="Weight matching",
+        ),
+    params:
+        matching=lambda wc: json.dumps(
+            {k: config["permutation"][k] for k in ("max_iter", "seed", "top_k")}, sort_keys=True
+        ),
+        out=lambda wc, output: Path(output.permuted).parent,
+        cmd=cmd("match"),
+    log:
+        "logs/match_permutation/{a}_{b}.log",
+    benchmark:
+        "benchmarks/match_permutation/{a}_{b}.tsv"
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    shell:
+        "{params.cmd} --a {input.a} --b {input.b} --out {params.out} > {log} 2>&1"
+
+
+rule lmc_curve:
+    input:
+        a="results/source/seed{a}/final.pt",
+        b="results/source/seed{b}/final.pt",
+        permuted="results/permutation/{a}_{b}/permuted.pt",
+        data=f"results/data/{config['source']['domain']}/images.pt",
+        extractor=_extractor_input,
+    output:
+        curve="results/lmc/{a}_{b}/lmc.csv",
+        summary="results/lmc/{a}_{b}/lmc.json",
+        plot=report(
+            "results/lmc/{a}_{b}/lmc.png", caption="../report/lmc.rst", category="Weight matching"
+        ),
+    params:
+        lmc=lambda wc: json.dumps(
+            {
+                "permutation": {k: config["permutation"][k] for k in ("lambdas", "n_samples", "seed")},
+                "fid": config["evaluation"]["fid"],
+            },
+            sort_keys=True,
+        ),
+        data_dir=lambda wc, input: Path(input.data).parent,
+        extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
+        out=lambda wc, output: Path(output.curve).parent,
+        cmd=cmd("lmc"),
+    log:
+        "logs/lmc_curve/{a}_{b}.log",
+    benchmark:
+        "benchmarks/lmc_curve/{a}_{b}.tsv"
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=GPU,
+    shell:
+        "{params.cmd} --a {input.a} --b {input.b} --permuted {input.permuted} --data {params.data_dir}"
+        " {params.extractor} --cache results/eval/.cache --out {params.out} > {log} 2>&1"

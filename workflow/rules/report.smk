@@ -1,0 +1,42 @@
+# Tables, plots, forgetting matrices, sample grids: what a researcher reads.
+
+
+def _report_inputs(wc=None):
+    return {
+        "metrics": evaluation_targets(),
+        "tasks": [f"results/tasks/{m}/{t}/task.pt" for m in METHODS for t in TASKS],
+        "grids": [f"results/samples/{m}/after_{TASKS[-1]}/{s}/grid.png" for m in METHODS for s in TASKS],
+        "lmc": [f"results/lmc/{a}_{b}/lmc.json" for a, b in PAIRS],
+        "match": [f"results/permutation/{a}_{b}/match.json" for a, b in PAIRS],
+        "fisher": "results/fisher/layers.csv",
+    }
+
+
+rule report:
+    input:
+        unpack(_report_inputs),
+    output:
+        summary=report("results/report/summary.csv", caption="../report/summary.rst", category="Results"),
+        markdown="results/report/summary.md",
+        forgetting=report(
+            "results/report/forgetting.png", caption="../report/forgetting.rst", category="Results"
+        ),
+        along=report(
+            "results/report/metrics_along_tasks.png", caption="../report/along.rst", category="Results"
+        ),
+        samples=report("results/report/samples.png", caption="../report/samples.rst", category="Samples"),
+    params:
+        out=lambda wc, output: Path(output.summary).parent,
+        lmc=lambda wc, input: f"--lmc {' '.join(input.lmc)}" if input.lmc else "",
+        match=lambda wc, input: f"--match {' '.join(input.match)}" if input.match else "",
+        cmd=cmd("report"),
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    shell:
+        "{params.cmd} --metrics {input.metrics} --tasks {input.tasks} --grids {input.grids}"
+        " {params.lmc} {params.match} --fisher {input.fisher} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,59 @@
+# The source GAN: pretrained per seed on the source domain, or imported from a rosinality checkpoint.
+
+
+if config["source"]["import_checkpoint"]:
+
+    rule import_source:
+        input:
+            checkpoint=config["source"]["import_checkpoint"],
+        output:
+            final="results/source/seed{seed}/final.pt",
+            samples=report(
+                "results/source/seed{seed}/samples.png",
+                caption="../report/source_samples.rst",
+                category="Source",
+            ),
+        params:
+            model=section("model"),
+            out=lambda wc, output: Path(output.final).parent,
+            cmd=cmd("import-source"),
+        log:
+            "logs/import_source/seed{seed}.log",
+        benchmark:
+            "benchmarks/import_source/seed{seed}.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["runtime"],
+        shell:
+            "{params.cmd} --checkpoint {input.checkpoint} --out {params.out} > {log} 2>&1"
+
+else:
+
+    rule pretrain_source:
+        input:
+            data=f"results/data/{config['source']['domain']}/images.pt",
+        output:
+            final="results/source/seed{seed}/final.pt",
+            samples=report(
+                "results/source/seed{seed}/samples.png",
+                caption="../report/source_samples.rst",
+                category="Source",
+            ),
+            losses="results/source/seed{seed}/losses.csv",
+        params:
+            model=section("model"),
+            train=section("source", "train"),
+            data_dir=lambda wc, input: Path(input.data).parent,
+            out=lambda wc, output: Path(output.final).parent,
+            cmd=cmd("pretrain"),
+        log:
+            "logs/pretrain_source/seed{seed}.log",
+        benchmark:
+            "benchmarks/pretrain_source/seed{seed}.tsv"
+        threads: 1
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["train_runtime"],
+            gpu=GPU,
+        shell:
+            "{params.cmd} --seed {wildcards.seed} --data {params.data_dir} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,42 @@
+# Per-task training: task t of a method starts from the method's state after task t-1.
+
+
+def _previous_states(wc):
+    return task_states(wc.method, wc.task)[:-1]
+
+
+def _fisher_input(wc):
+    return ["results/fisher/fisher.pt"] if config["methods"][wc.method]["kind"] == "ewc" else []
+
+
+rule train_task:
+    input:
+        source=source_checkpoint(),
+        data="results/data/{task}/images.pt",
+        previous=_previous_states,
+        fisher=_fisher_input,
+    output:
+        state="results/tasks/{method}/{task}/task.pt",
+        params_json="results/tasks/{method}/{task}/params.json",
+        samples="results/tasks/{method}/{task}/samples.png",
+    params:
+        method=lambda wc: json.dumps(config["methods"][wc.method], sort_keys=True),
+        train=lambda wc: json.dumps(method_train_config(config, wc.method), sort_keys=True),
+        model=section("model"),
+        data_dir=lambda wc, input: Path(input.data).parent,
+        fisher=lambda wc, input: f"--fisher {input.fisher[0]}" if input.fisher else "",
+        out=lambda wc, output: Path(output.state).parent,
+        cmd=cmd("train-task"),
+    log:
+        "logs/train_task/{method}/{task}.log",
+    benchmark:
+        "benchmarks/train_task/{method}/{task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["train_runtime"],
+        gpu=GPU,
+    shell:
+        "{params.cmd} --method {wildcards.method} --task {wildcards.task} --source {input.source}"
+        " --data {params.data_dir} --previous {input.previous} {params.fisher} --out {params.out}"
+        " > {log} 2>&1"
