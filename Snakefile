@@ -15,6 +15,16 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+wildcard_constraints:
+    domain=_alternatives(DOMAINS),
+    task=_alternatives(TASKS),
+    after=_alternatives(TASKS),
+    method=_alternatives(METHODS),
+    seed=r"\d+",
+    a=r"\d+",
+    b=r"\d+",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/source.smk"
 include: "workflow/rules/fisher.smk"

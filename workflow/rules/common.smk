@@ -13,7 +13,7 @@ config.clear()
 config.update(_resolved)
 
 # Every verb gets the resolved config by path; the file is content-addressed, so changing the config
-# writes a new file and never touches an old one. It is not a rule input: per-rule reruns come from
+# writes a new file and never touches an old one. It is not an input of any job; per-rule reruns come from
 # each rule's `params`, which hold only the config sections that rule depends on.
 CONFIG_FILE = f".snakemake/lfsgan/config-{config_digest(config)}.yaml"
 Path(CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
@@ -36,23 +36,13 @@ def _alternatives(names):
     return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
 
 
-wildcard_constraints:
-    domain=_alternatives(DOMAINS),
-    task=_alternatives(TASKS),
-    after=_alternatives(TASKS),
-    method=_alternatives(METHODS),
-    seed=r"\d+",
-    a=r"\d+",
-    b=r"\d+",
-
-
 def cmd(verb):
     """The shell prefix of one verb, with the resolved config."""
     return LFSGAN.format(verb=verb)
 
 
 def section(*keys):
-    """A config section as canonical JSON (a rule `params` value: a change reruns that rule)."""
+    """A config section as canonical JSON, for `params` (a change reruns the job that uses it)."""
     node = config
     for k in keys:
         node = node[k]
@@ -96,3 +86,29 @@ def final_targets():
     targets = report_targets()
     targets += [f"results/source/seed{s}/samples.png" for s in SEEDS]
     return targets
+
+
+EXTRACTOR = "results/extractor/demo_cnn.pt"
+
+
+def _previous_states(wc):
+    return task_states(wc.method, wc.task)[:-1]
+
+
+def _fisher_input(wc):
+    return ["results/fisher/fisher.pt"] if config["methods"][wc.method]["kind"] == "ewc" else []
+
+
+def _extractor_input(wc=None):
+    return [EXTRACTOR] if DEMO_EXTRACTOR else []
+
+
+def _report_inputs(wc=None):
+    return {
+        "metrics": evaluation_targets(),
+        "tasks": [f"results/tasks/{m}/{t}/task.pt" for m in METHODS for t in TASKS],
+        "grids": [f"results/samples/{m}/after_{TASKS[-1]}/{s}/grid.png" for m in METHODS for s in TASKS],
+        "lmc": [f"results/lmc/{a}_{b}/lmc.json" for a, b in PAIRS],
+        "match": [f"results/permutation/{a}_{b}/match.json" for a, b in PAIRS],
+        "fisher": "results/fisher/layers.csv",
+    }

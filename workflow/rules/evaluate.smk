@@ -1,10 +1,5 @@
 # Sampling and evaluation: every (method, after task t, task s <= t) -> the forgetting matrix.
 
-EXTRACTOR = "results/extractor/demo_cnn.pt"
-
-
-def _extractor_input(wc=None):
-    return [EXTRACTOR] if DEMO_EXTRACTOR else []
 
 
 if DEMO_EXTRACTOR:

@@ -1,17 +1,6 @@
 # Tables, plots, forgetting matrices, sample grids: what a researcher reads.
 
 
-def _report_inputs(wc=None):
-    return {
-        "metrics": evaluation_targets(),
-        "tasks": [f"results/tasks/{m}/{t}/task.pt" for m in METHODS for t in TASKS],
-        "grids": [f"results/samples/{m}/after_{TASKS[-1]}/{s}/grid.png" for m in METHODS for s in TASKS],
-        "lmc": [f"results/lmc/{a}_{b}/lmc.json" for a, b in PAIRS],
-        "match": [f"results/permutation/{a}_{b}/match.json" for a, b in PAIRS],
-        "fisher": "results/fisher/layers.csv",
-    }
-
-
 rule report:
     input:
         unpack(_report_inputs),

@@ -1,14 +1,6 @@
 # Per-task training: task t of a method starts from the method's state after task t-1.
 
 
-def _previous_states(wc):
-    return task_states(wc.method, wc.task)[:-1]
-
-
-def _fisher_input(wc):
-    return ["results/fisher/fisher.pt"] if config["methods"][wc.method]["kind"] == "ewc" else []
-
-
 rule train_task:
     input:
         source=source_checkpoint(),

@@ -1,0 +1,83 @@
+"""matplotlib figures (PNG): forgetting heatmaps, metrics along the task sequence, sample mosaic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from lfsgan.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_forgetting(matrices: dict[tuple[str, str], pd.DataFrame], metrics: list[str], path: str | Path) -> None:
+    """Heatmap grid: rows = methods, columns = metrics; cell (t, s) = metric of task s after task t."""
+    methods = sorted({m for m, _ in matrices})
+    fig, axes = plt.subplots(
+        len(methods), len(metrics), figsize=(3.2 * len(metrics), 2.8 * len(methods)), squeeze=False
+    )
+    for i, method in enumerate(methods):
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            mat = matrices.get((method, metric))
+            if mat is None:
+                ax.axis("off")
+                continue
+            values = mat.to_numpy(dtype=float)
+            im = ax.imshow(values, cmap="viridis_r" if metric in ("fid", "kid_mean") else "viridis")
+            for (r, c), v in np.ndenumerate(values):
+                if np.isfinite(v):
+                    ax.text(c, r, f"{v:.3g}", ha="center", va="center", fontsize=7, color="w")
+            ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=45, ha="right", fontsize=7)
+            ax.set_yticks(range(len(mat.index)), [f"after {t}" for t in mat.index], fontsize=7)
+            ax.set_title(f"{method}: {metric}", fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle("Forgetting matrix: metric of task (column) after learning task (row)", fontsize=10)
+    _save(fig, path)
+
+
+def plot_along_tasks(df: pd.DataFrame, metrics: list[str], path: str | Path) -> None:
+    """Each metric of the task just learnt (s = t), along the sequence, one line per method."""
+    diag = df[df["after_task"] == df["task"]]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for method, g in diag.groupby("method"):
+            g = g.sort_values("task_index")
+            ax.plot(g["task"], g[metric], marker="o", label=method)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(axis="x", rotation=45, labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle("Metric of each task right after learning it", fontsize=10)
+    _save(fig, path)
+
+
+def sample_mosaic(grids: dict[tuple[str, str], str | Path], methods: list[str], tasks: list[str], path: str | Path) -> None:
+    """Sample grids arranged as rows = methods, columns = tasks."""
+    fig, axes = plt.subplots(
+        len(methods), len(tasks), figsize=(2.4 * len(tasks), 2.4 * len(methods)), squeeze=False
+    )
+    for i, method in enumerate(methods):
+        for j, task in enumerate(tasks):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if (method, task) in grids:
+                ax.imshow(np.asarray(Image.open(grids[(method, task)]).convert("RGB")))
+            if i == 0:
+                ax.set_title(task, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(method, fontsize=9)
+    fig.suptitle("Samples after the last task", fontsize=10)
+    _save(fig, path)

@@ -1,0 +1,90 @@
+"""pandas tables: the per-method × task summary and the forgetting matrices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from lfsgan.metrics.forgetting import average_forgetting, forgetting_matrix
+
+#: metric -> whether a higher value is better
+METRICS: dict[str, bool] = {"fid": False, "kid_mean": False, "intra_lpips": True, "b_lpips": True}
+
+
+def collect_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (method, after_task, task) from ``lfsgan evaluate`` JSON files, with the
+    protocol flattened into ``protocol.*`` columns."""
+    rows = []
+    for p in paths:
+        rec = json.loads(Path(p).read_text())
+        row = {k: rec[k] for k in ("method", "after_task", "task", "task_index", "after_index")}
+        row.update({m: rec.get(m) for m in [*METRICS, "kid_std", "entropy"]})
+        for key, value in _flatten(rec.get("protocol", {}), "protocol").items():
+            row[key] = value
+        rows.append(row)
+    if not rows:
+        raise ValueError("no metrics files given to the report")
+    return pd.DataFrame(rows).sort_values(["method", "after_index", "task_index"]).reset_index(drop=True)
+
+
+def _flatten(d: dict, prefix: str) -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list) else v
+    return out
+
+
+def summary_table(df: pd.DataFrame, params_added: dict[tuple[str, str], int]) -> pd.DataFrame:
+    """Metrics of every (method, task) read after the last task, with the parameters the task added
+    (counted from the stored per-task artefacts) and the protocol columns."""
+    last = df.groupby("method")["after_index"].transform("max")
+    final = df[df["after_index"] == last].copy()
+    final["params_added"] = [params_added.get((m, t)) for m, t in zip(final["method"], final["task"])]
+    lead = ["method", "task", *METRICS, "kid_std", "entropy", "params_added"]
+    rest = [c for c in final.columns if c not in lead and c not in ("after_task", "after_index", "task_index")]
+    return final[lead + rest].reset_index(drop=True)
+
+
+def forgetting_tables(df: pd.DataFrame) -> tuple[dict[tuple[str, str], pd.DataFrame], pd.DataFrame]:
+    """Per (method, metric): the matrix metric(task s after task t); and the average forgetting of
+    every method and metric (mean over s < T of metric(s after T) − metric(s after s))."""
+    records = [
+        {"method": r.method, "after_task": r.after_task, "task": r.task, "metric": m, "value": getattr(r, m)}
+        for r in df.itertuples()
+        for m in METRICS
+    ]
+    matrices = {}
+    avg_rows = []
+    task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
+    for method, mats in forgetting_matrix(records, task_order=task_order).items():
+        for metric, mat in mats.items():
+            matrices[(method, metric)] = mat
+            avg_rows.append(
+                {
+                    "method": method,
+                    "metric": metric,
+                    "average_forgetting": average_forgetting(mat, higher_is_better=METRICS[metric]),
+                }
+            )
+    return matrices, pd.DataFrame(avg_rows)
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+
+    def fmt(v):
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "" if v is None else str(v)
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "| " + " | ".join("---" for _ in df.columns) + " |"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, sep, *body]) + "\n"

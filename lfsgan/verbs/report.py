@@ -1,0 +1,135 @@
+"""`lfsgan report`: summary table, forgetting matrices, plots and sample mosaic (rule `report`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from lfsgan.io import atomic_path, load_checkpoint, write_json
+from lfsgan.metrics.forgetting import count_tensors
+from lfsgan.report import (
+    collect_metrics,
+    forgetting_tables,
+    plot_along_tasks,
+    plot_forgetting,
+    sample_mosaic,
+    summary_table,
+    to_markdown,
+)
+from lfsgan.report.tables import METRICS
+
+log = logging.getLogger("lfsgan")
+
+
+def _params_added(task_files: list[str]) -> dict[tuple[str, str], int]:
+    """Parameters each stored per-task artefact holds (counted from the tensors, not the config)."""
+    out = {}
+    for f in task_files:
+        tensors, meta = load_checkpoint(f)
+        out[(meta["method"], meta["task"])] = count_tensors(tensors["state"])
+    return out
+
+
+def _grid_key(path: str) -> tuple[str, str]:
+    p = Path(path)  # results/samples/<method>/after_<t>/<task>/grid.png
+    return p.parent.parent.parent.name, p.parent.name
+
+
+def run(
+    cfg: dict,
+    metrics: list[str],
+    tasks: list[str],
+    out: str,
+    grids: list[str] = (),
+    lmc: list[str] = (),
+    match: list[str] = (),
+    fisher: str | None = None,
+) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = collect_metrics(metrics)
+    params = _params_added(tasks)
+    summary = summary_table(df, params)
+    matrices, avg = forgetting_tables(df)
+    metric_names = list(METRICS)
+
+    with atomic_path(out / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    with atomic_path(out / "all_metrics.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(out / "average_forgetting.csv") as tmp:
+        avg.to_csv(tmp, index=False)
+    for (method, metric), mat in matrices.items():
+        with atomic_path(out / "forgetting" / f"{method}_{metric}.csv") as tmp:
+            mat.to_csv(tmp)
+
+    # DVC metrics: one flat JSON of the headline numbers (read after the last task).
+    headline = {
+        f"{r.method}/{r.task}/{m}": (None if pd.isna(getattr(r, m)) else float(getattr(r, m)))
+        for r in summary.itertuples()
+        for m in metric_names
+    }
+    headline.update({f"{m}/params_added_total": int(v) for m, v in _totals(params).items()})
+    write_json(out / "metrics.json", headline)
+
+    plot_forgetting(matrices, metric_names, out / "forgetting.png")
+    plot_along_tasks(df, metric_names, out / "metrics_along_tasks.png")
+    methods = list(dict.fromkeys(df["method"]))
+    task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
+    sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
+
+    md = [_protocol_header(summary), "## Results after the last task\n", to_markdown(_headline_columns(summary))]
+    md += ["\n## Parameters added per task\n", to_markdown(_params_table(params))]
+    md += ["\n## Average forgetting\n", "mean over s < T of metric(s after T) − metric(s after s); "
+           "for FID/KID positive = worse, for LPIPS negative = less diverse.\n\n", to_markdown(avg)]
+    for (method, metric), mat in sorted(matrices.items()):
+        md += [f"\n### Forgetting matrix — {method}, {metric}\n", to_markdown(mat.reset_index())]
+    if match:
+        md += ["\n## Weight matching\n", to_markdown(pd.DataFrame([_match_row(p) for p in match]))]
+    if lmc:
+        md += ["\n## Linear mode connectivity\n", to_markdown(pd.DataFrame([_lmc_row(p) for p in lmc]))]
+    if fisher:
+        md += ["\n## Fisher information per layer (source)\n", to_markdown(pd.read_csv(fisher))]
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text("\n".join(md))
+    log.info("report written to %s", out)
+
+
+def _totals(params: dict[tuple[str, str], int]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (method, _task), n in params.items():
+        totals[method] = totals.get(method, 0) + n
+    return totals
+
+
+def _params_table(params: dict[tuple[str, str], int]) -> pd.DataFrame:
+    df = pd.DataFrame([{"method": m, "task": t, "params_added": n} for (m, t), n in params.items()])
+    return df.pivot(index="method", columns="task", values="params_added").reset_index()
+
+
+def _headline_columns(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[["method", "task", *METRICS, "params_added"]]
+
+
+def _protocol_header(summary: pd.DataFrame) -> str:
+    cols = [c for c in summary.columns if c.startswith("protocol.")]
+    first = summary.iloc[0]
+    lines = ["# lfsgan report\n", "## Protocol\n"]
+    lines += [f"- `{c.removeprefix('protocol.')}`: {first[c]}" for c in cols if summary[c].nunique(dropna=False) == 1]
+    varying = [c for c in cols if summary[c].nunique(dropna=False) > 1]
+    if varying:
+        lines.append(f"- varying per row (see summary.csv): {', '.join(c.removeprefix('protocol.') for c in varying)}")
+    return "\n".join(lines) + "\n"
+
+
+def _match_row(path: str) -> dict:
+    rec = json.loads(Path(path).read_text())
+    return {k: v for k, v in rec.items() if not isinstance(v, (dict, list))}
+
+
+def _lmc_row(path: str) -> dict:
+    rec = json.loads(Path(path).read_text())
+    return {k: v for k, v in rec.items() if not isinstance(v, (dict, list))}
