@@ -98,3 +98,48 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class _Skipped:
+    """Stand-in for a pickled object the safe loader must not build (e.g. ``argparse.Namespace``):
+    it only keeps the plain state torch's weights-only unpickler hands it; no foreign code runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+#: globals that checkpoints from other codebases carry beside their tensors, replaced by a stand-in
+FOREIGN_GLOBALS = ("argparse.Namespace",)
+
+
+def load_foreign_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], list[str]]:
+    """Load a checkpoint written by another codebase (e.g. rosinality's ``{"g", "d", "g_ema", "args", ...}``)
+    with ``weights_only=True``.
+
+    PyTorch >= 2.6 refuses such files because they pickle an ``argparse.Namespace``. Here the
+    Namespace is replaced by an inert stand-in and dropped; tensors, dicts, lists and numbers are
+    kept. Returns ``(payload, skipped)`` where ``skipped`` describes every dropped entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals([(_Skipped, name) for name in FOREIGN_GLOBALS]):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"{path}: cannot be loaded safely (weights_only=True): {str(e).splitlines()[0]}. "
+            "It holds objects other than tensors, containers and numbers; lfsgan does not unpickle code."
+        ) from e
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: expected a dict at the top level, found {type(payload).__name__}")
+    kept, skipped = {}, []
+    for key, value in payload.items():
+        if isinstance(value, _Skipped):
+            skipped.append(f"{key} (a pickled {FOREIGN_GLOBALS[0]}: {sorted(value.state or {})})")
+        else:
+            kept[key] = value
+    return kept, skipped

@@ -40,6 +40,10 @@ class Method:
     name = "finetune"
     #: whether the loop keeps an EMA generator during this method's task training
     uses_ema = False
+    #: True when every task keeps its own state that later tasks never change (adapter methods):
+    #: task s "after task t" is then rebuilt from states 0..s; False for sequential methods, where
+    #: it is the generator stored after task t.
+    isolates_tasks = False
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})

@@ -54,7 +54,8 @@ def summary_table(df: pd.DataFrame, params_added: dict[tuple[str, str], int]) ->
 
 def forgetting_tables(df: pd.DataFrame) -> tuple[dict[tuple[str, str], pd.DataFrame], pd.DataFrame]:
     """Per (method, metric): the matrix metric(task s after task t); and the average forgetting of
-    every method and metric (mean over s < T of metric(s after T) − metric(s after s))."""
+    every method and metric: mean over s < T of metric(s after T) − metric(s after s), sign-flipped
+    for metrics where higher is better, so that positive always means old tasks got worse."""
     records = [
         {"method": r.method, "after_task": r.after_task, "task": r.task, "metric": m, "value": getattr(r, m)}
         for r in df.itertuples()
@@ -63,15 +64,14 @@ def forgetting_tables(df: pd.DataFrame) -> tuple[dict[tuple[str, str], pd.DataFr
     matrices = {}
     avg_rows = []
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
-    for method, mats in forgetting_matrix(records, task_order=task_order).items():
-        for metric, mat in mats.items():
+    for metric, higher_is_better in METRICS.items():
+        rows = [r for r in records if r["metric"] == metric and r["value"] is not None]
+        if not rows:
+            continue
+        for method, mat in forgetting_matrix(rows, metric=metric, task_order=task_order).items():
             matrices[(method, metric)] = mat
             avg_rows.append(
-                {
-                    "method": method,
-                    "metric": metric,
-                    "average_forgetting": average_forgetting(mat, higher_is_better=METRICS[metric]),
-                }
+                {"method": method, "metric": metric, "average_forgetting": average_forgetting(mat, higher_is_better)}
             )
     return matrices, pd.DataFrame(avg_rows)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from lfsgan.io import atomic_path, load_checkpoint, write_json
-from lfsgan.metrics.forgetting import count_tensors
+from lfsgan.metrics import count_tensors
 from lfsgan.report import (
     collect_metrics,
     forgetting_tables,
@@ -29,7 +29,7 @@ def _params_added(task_files: list[str]) -> dict[tuple[str, str], int]:
     out = {}
     for f in task_files:
         tensors, meta = load_checkpoint(f)
-        out[(meta["method"], meta["task"])] = count_tensors(tensors["state"])
+        out[(meta["workflow"]["method"], meta["workflow"]["task"])] = count_tensors(tensors)
     return out
 
 
@@ -83,8 +83,8 @@ def run(
 
     md = [_protocol_header(summary), "## Results after the last task\n", to_markdown(_headline_columns(summary))]
     md += ["\n## Parameters added per task\n", to_markdown(_params_table(params))]
-    md += ["\n## Average forgetting\n", "mean over s < T of metric(s after T) − metric(s after s); "
-           "for FID/KID positive = worse, for LPIPS negative = less diverse.\n\n", to_markdown(avg)]
+    md += ["\n## Average forgetting\n", "mean over s < T of metric(s after T) − metric(s after s), sign-flipped for LPIPS "
+           "(higher is better): positive = old tasks got worse.\n\n", to_markdown(avg)]
     for (method, metric), mat in sorted(matrices.items()):
         md += [f"\n### Forgetting matrix — {method}, {metric}\n", to_markdown(mat.reset_index())]
     if match:

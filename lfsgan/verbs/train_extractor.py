@@ -1,0 +1,28 @@
+"""`lfsgan train-extractor`: the offline demo's feature extractor for FID/KID (non-standard)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lfsgan.data import load_prepared
+from lfsgan.metrics import train_demo_extractor
+from lfsgan.verbs._common import setup_torch
+
+
+def run(cfg: dict, data: list[str], out: str) -> None:
+    """A small CNN trained to tell the demo's domains apart; its penultimate features feed
+    torch-fidelity. Values computed with it are labelled not comparable with published FID."""
+    setup_torch(cfg)
+    sets = [load_prepared(d) for d in data]
+    images = torch.cat([s.images for s in sets])
+    labels = torch.cat([torch.full((len(s.images),), i, dtype=torch.long) for i, s in enumerate(sets)])
+    train_demo_extractor(
+        images,
+        labels,
+        out,
+        seed=0,
+        steps=cfg["evaluation"]["fid"]["extractor_steps"],
+        label_names=[Path(d).name for d in data],
+    )

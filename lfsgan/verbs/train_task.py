@@ -1,0 +1,99 @@
+"""`lfsgan train-task`: one method learns one task, after its earlier tasks (rule `train_task`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lfsgan.config import ConfigError, method_train_config
+from lfsgan.data import InfiniteSampler, load_prepared
+from lfsgan.io import load_checkpoint, write_json
+from lfsgan.metrics import count_tensors
+from lfsgan.methods.base import TaskContext
+from lfsgan.train import TrainConfig, build_models, train
+from lfsgan.verbs._common import setup_torch, versions
+from lfsgan.verbs._models import load_source, load_task_states, method_for, model_config
+
+log = logging.getLogger("lfsgan")
+
+
+def run(
+    cfg: dict, method: str, task: str, source: str, data: str, out: str, previous: list[str] = (), fisher: str | None = None
+) -> None:
+    if task not in cfg["tasks"]:
+        raise ConfigError(f"task '{task}' is not in the config's tasks list {cfg['tasks']}")
+    index = cfg["tasks"].index(task)
+    if len(previous) != index:
+        raise ValueError(
+            f"task '{task}' is task {index + 1} of {cfg['tasks']}: it needs the {index} earlier task.pt files of "
+            f"method '{method}' in order (got {len(previous)})"
+        )
+    device = setup_torch(cfg)
+    kind = cfg["methods"][method]["kind"]
+    seed = index  # one seed per position in the sequence: reruns are reproducible, tasks differ
+    tcfg = TrainConfig.from_dict(
+        {**method_train_config(cfg, method), "seed": seed, "device": str(device.type)},
+        source=f"config keys 'task_train' + 'methods.{method}.train'",
+    )
+    g_src, d_src, _ = load_source(source)
+    dataset = load_prepared(data)
+    extras = {}
+    if kind == "ewc":
+        if fisher is None:
+            raise ValueError(f"method '{method}' (ewc) needs --fisher (the output of `lfsgan fisher`)")
+        extras["fisher"] = load_checkpoint(fisher)[0]["fisher"]
+    ctx = TaskContext(
+        task_index=index,
+        task_name=task,
+        source_g=g_src,
+        source_d=d_src,
+        previous=load_task_states(list(previous)),
+        real_shots=dataset.as_float()[dataset.manifest["shots"]],
+        device=device,
+        seed=seed,
+        extras=extras,
+    )
+    shots = dataset.shots()  # uint8 [n_shots, 3, R, R]
+    sampler = InfiniteSampler(shots, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"])
+    G, D = build_models(model_config(cfg))
+    g_total = sum(p.numel() for p in G.parameters())
+    impl = method_for(cfg, method)
+    train(
+        G,
+        D,
+        sampler,
+        tcfg,
+        out_dir=Path(out),
+        method=impl,
+        ctx=ctx,
+        model_cfg=model_config(cfg),
+        resume=True,
+        meta={
+            "workflow": {"stage": "task", "method": method, "kind": kind, "task": task, "task_index": index},
+            "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], "shots": dataset.manifest["shots"]},
+            "versions": versions(),
+        },
+    )
+    state, meta = load_checkpoint(Path(out) / "task.pt")
+    added = count_tensors(state)
+    write_json(
+        Path(out) / "params.json",
+        {
+            "method": method,
+            "kind": kind,
+            "task": task,
+            "task_index": index,
+            "params_added": added,
+            "generator_params": g_total,
+            "fraction_of_generator": added / g_total,
+            "stored_tensors": sorted(_names(state)),
+        },
+    )
+    log.info("task %s/%s: %d parameters stored (%.3f%% of G)", method, task, added, 100 * added / g_total)
+
+
+def _names(state: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in state.items():
+        out += _names(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out

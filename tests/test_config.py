@@ -1,0 +1,113 @@
+"""The config schema: defaults, key-path errors, cross-references; the same check in Snakemake and the CLI."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lfsgan.config import ConfigError, load_config, method_train_config, permutation_pairs, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "test.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(ROOT / "config" / name)
+    assert cfg["evaluation"]["fid"]["extractor"] in ("inception-v3-compat", "lfsgan-demo-cnn")
+
+
+def test_defaults_come_from_the_schema():
+    cfg = demo()
+    del cfg["fisher"]
+    out = validate_config(cfg)
+    assert out["fisher"] == {"n_samples": 1000, "batch_size": 1, "seed": 0}
+    assert out["permutation"]["max_iter"] == 100
+    assert "fisher" not in cfg  # the input is not modified
+
+
+@pytest.mark.parametrize(
+    "mutate, path, words",
+    [
+        (lambda c: c["model"].update(chanel_max=32), "model", "chanel_max"),
+        (lambda c: c["model"].update(style_dim="64"), "model.style_dim", "not of type 'integer'"),
+        (lambda c: c["methods"]["lfsgan"].update(kind="lora"), "methods.lfsgan.kind", "is not one of"),
+        (lambda c: c["task_train"].update(iterations=0), "task_train.iterations", "minimum"),
+        (lambda c: c["data"].update(resolution=48), "data.resolution", "is not one of"),
+        (lambda c: c.update(tasks=["inverted", "nope"]), "tasks.1", "not a key of data.domains"),
+        (lambda c: c["source"].update(domain="nope"), "source.domain", "not a key of data.domains"),
+        (lambda c: c["data"]["domains"].update(x={"builtin": "mnist-nope"}), "data.domains.x.builtin", "unknown demo domain"),
+        (lambda c: c["permutation"].update(pairs=[[0, 7]]), "permutation.pairs.0", "not in source.seeds"),
+    ],
+)
+def test_errors_name_the_key_path(mutate, path, words):
+    cfg = demo()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg, source="my.yaml")
+    msg = str(e.value)
+    assert f"my.yaml: key '{path}'" in msg and words in msg
+
+
+def test_misspelt_key_lists_the_allowed_ones():
+    cfg = demo()
+    cfg["evaluation"]["n_sample"] = 3
+    with pytest.raises(ConfigError, match=r"allowed keys here: .*n_samples"):
+        validate_config(cfg)
+
+
+def test_method_train_config_overrides_task_train():
+    cfg = validate_config(demo())
+    cfg["methods"]["ewc"]["train"] = {"iterations": 7}
+    merged = method_train_config(cfg, "ewc")
+    assert merged["iterations"] == 7 and merged["batch"] == cfg["task_train"]["batch"]
+
+
+def test_permutation_pairs_default_to_consecutive_seeds():
+    cfg = validate_config(demo())
+    assert permutation_pairs(cfg) == [(0, 1)]
+    cfg["permutation"]["enabled"] = False
+    assert permutation_pairs(cfg) == []
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    bad = tmp_path / "evil.yaml"
+    bad.write_text("device: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    assert not (Path.cwd() / "pwned").exists()
+
+
+def test_cli_rejects_bad_config_before_running(tmp_path):
+    cfg = demo()
+    cfg["model"]["chanel_max"] = 32
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(
+        [sys.executable, "-m", "lfsgan.cli", "prepare", "--config", str(path), "--domain", "inverted", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert r.returncode == 2
+    assert "key 'model'" in r.stderr and "chanel_max" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config", "tasks=[nope]"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert r.returncode != 0
+    assert "tasks.0" in r.stdout + r.stderr and "not a key of data.domains" in r.stdout + r.stderr
+
+
+def test_cli_lists_verbs():
+    r = subprocess.run([sys.executable, "-m", "lfsgan.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    for verb in ("prepare", "pretrain", "import-source", "fisher", "train-task", "sample", "evaluate", "match", "lmc", "report"):
+        assert verb in r.stdout

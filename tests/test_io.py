@@ -1,0 +1,55 @@
+"""Checkpoints: tensors only, atomic writes, safe loading; foreign (rosinality) files without unpickling code."""
+
+import argparse
+import os
+
+import pytest
+import torch
+
+from lfsgan.io import atomic_path, load_checkpoint, load_foreign_checkpoint, save_checkpoint
+
+
+def test_roundtrip_and_meta(tmp_path):
+    p = tmp_path / "c.pt"
+    save_checkpoint(p, {"g": {"w": torch.arange(3.0)}, "x": torch.ones(2)}, {"step": 3})
+    tensors, meta = load_checkpoint(p)
+    assert torch.equal(tensors["g"]["w"], torch.arange(3.0)) and meta == {"step": 3}
+    assert oct(p.stat().st_mode & 0o777) != "0o600"
+
+
+def test_non_tensor_values_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="only tensors"):
+        save_checkpoint(tmp_path / "c.pt", {"args": argparse.Namespace(a=1)})
+    assert not list(tmp_path.iterdir())
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not list(tmp_path.iterdir())
+
+
+def test_pickled_code_is_never_run(tmp_path):
+    p = tmp_path / "evil.pt"
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"g": Evil()}, p)
+    with pytest.raises(ValueError, match="not a loadable tensors-only checkpoint"):
+        load_checkpoint(p)
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        load_foreign_checkpoint(p)
+    assert not marker.exists()
+
+
+def test_rosinality_namespace_is_skipped(tmp_path):
+    p = tmp_path / "ffhq.pt"
+    torch.save({"g_ema": {"w": torch.ones(2)}, "args": argparse.Namespace(size=256, lr=0.002), "ada_aug_p": 0.1}, p)
+    payload, skipped = load_foreign_checkpoint(p)
+    assert torch.equal(payload["g_ema"]["w"], torch.ones(2)) and payload["ada_aug_p"] == 0.1
+    assert "args" not in payload and skipped and "args" in skipped[0] and "size" in skipped[0]
