@@ -1,0 +1,101 @@
+"""Benchmark: one full weight-matching run (``lfsgan.permute.match``) for StyleGAN2 G and D.
+
+Two models of the same architecture — independently initialised with different seeds, or loaded
+from checkpoints — are matched on CPU; the script reports sweeps to convergence, the time split
+between cost-matrix construction, the LAP solver and the exact objective checks, and the L2
+distance before/after.
+
+    python benchmarks/match.py                       # 256 px, channel multiplier 2, random init
+    python benchmarks/match.py --size 64 --threads 2 --json out.json
+    python benchmarks/match.py --g-a a.pt --g-b b.pt --key g_ema   # trained generators
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lfsgan.io import load_checkpoint, write_json  # noqa: E402
+from lfsgan.models import Discriminator, Generator  # noqa: E402
+from lfsgan.permute import discriminator_spec, generator_spec, match  # noqa: E402
+
+
+def _state(path: str | None, key: str | None, build, seed: int) -> dict[str, torch.Tensor]:
+    if path is None:
+        torch.manual_seed(seed)
+        return build().state_dict()
+    tensors, _ = load_checkpoint(path)
+    if key is not None:
+        if key not in tensors:
+            raise SystemExit(f"{path}: no entry {key!r}; top-level entries: {sorted(tensors)}")
+        tensors = tensors[key]
+    return tensors
+
+
+def run(name: str, sd_a, sd_b, spec, args) -> dict:
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = match(sd_a, sd_b, spec, max_iter=args.max_iter, seed=args.seed, progress=None)
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    row = {
+        "net": name,
+        "params": int(sum(v.numel() for k, v in sd_a.items() if spec[k].in_cost)),
+        "perms": len(res.perms),
+        "sweeps": res.sweeps,
+        "converged": res.converged,
+        "lap_steps": len(res.objective_history) - 1,
+        "total_s": round(total, 3),
+        "cpu_s": round(cpu, 3),  # CPU seconds of this process (all threads): wall ≈ cpu_s / threads on idle cores
+        "cost_s": round(res.timings["cost"], 3),
+        "lap_s": round(res.timings["lap"], 3),
+        "objective_s": round(res.timings["objective"], 3),
+        "l2_before": res.l2_history[0],
+        "l2_after": res.l2_history[-1],
+        "l2_reduction": 1 - res.l2_history[-1] / res.l2_history[0],
+    }
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--channel-multiplier", type=int, default=2)
+    ap.add_argument("--channel-max", type=int, default=512)
+    ap.add_argument("--style-dim", type=int, default=512)
+    ap.add_argument("--n-mlp", type=int, default=8)
+    ap.add_argument("--seeds", type=int, nargs=2, default=(0, 1), help="init seeds of A and B")
+    ap.add_argument("--seed", type=int, default=0, help="matching seed (visiting order)")
+    ap.add_argument("--max-iter", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--nets", nargs="+", choices=("G", "D"), default=("G", "D"))
+    ap.add_argument("--g-a"), ap.add_argument("--g-b"), ap.add_argument("--d-a"), ap.add_argument("--d-b")
+    ap.add_argument("--key", help="entry of the checkpoints holding the state_dict (e.g. g_ema)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    arch = dict(size=args.size, channel_multiplier=args.channel_multiplier, channel_max=args.channel_max)
+    build_g = lambda: Generator(style_dim=args.style_dim, n_mlp=args.n_mlp, **arch)  # noqa: E731
+    build_d = lambda: Discriminator(**arch)  # noqa: E731
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {arch}", flush=True)
+    rows = []
+    if "G" in args.nets:
+        sd_a = _state(args.g_a, args.key, build_g, args.seeds[0])
+        sd_b = _state(args.g_b, args.key, build_g, args.seeds[1])
+        rows.append(run("G", sd_a, sd_b, generator_spec(sd_a), args))
+    if "D" in args.nets:
+        sd_a = _state(args.d_a, args.key, build_d, args.seeds[0])
+        sd_b = _state(args.d_b, args.key, build_d, args.seeds[1])
+        rows.append(run("D", sd_a, sd_b, discriminator_spec(sd_a), args))
+    if args.json:
+        write_json(args.json, {"args": vars(args), "threads": torch.get_num_threads(), "results": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Weight matching (Ainsworth et al. 2023, "Git Re-Basin", §3.2 and Alg. 1) and MergeMany (App. A.10).
+
+Objective (SOBLAP, on effective = equalised-lr-scaled tensors, every tensor with ``in_cost``)::
+
+    J(π) = Σ_t <A_t, π(B)_t>_F        and   ||A - π(B)||² = ||A||² + ||B||² - 2 J(π)
+
+so maximising J minimises the L2 distance. Coordinate ascent: with every permutation but ``p``
+fixed, the terms linear in ``p`` form a linear assignment problem with cost
+
+    C_p = Σ_{(t, axis) using p} A_t(axis) · B̃_t(axis)ᵀ        (float64, [n, n])
+
+where ``X(axis)`` moves ``axis`` to the front and flattens the rest, and ``B̃_t`` is ``B_t`` with
+all its *other* axes permuted by their current permutations. The LAP is solved by
+``scipy.optimize.linear_sum_assignment(C, maximize=True)``; permutations are visited in a fresh
+random order every sweep; the loop stops after a full sweep without improvement.
+
+A tensor can carry the same permutation on two axes (StyleGAN2's same-resolution convs
+``[1, C_r, C_r, 3, 3]``). Then J is quadratic in ``p`` and ``C_p`` is only its linearisation
+around the current ``p``, so the LAP solution can lower J. We therefore evaluate J exactly for
+the candidate and accept it only if it raises J by more than ``rtol * ||A|| * ||B||`` (the bound
+on |J|); otherwise the current permutation is kept. This makes ``objective_history``
+non-decreasing at every LAP step and guarantees termination; for tensors that use ``p`` once the
+test is the plain ``newL > oldL`` of Git Re-Basin, with a relative instead of an absolute
+tolerance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from tqdm.auto import tqdm
+
+from lfsgan.permute.apply import apply_permutation, permute_viewed, viewed
+from lfsgan.permute.lmc import average_states
+from lfsgan.permute.spec import PermutationSpec, check_perms, identity_perms
+
+#: default relative tolerance: an LAP step counts as an improvement only if it raises J by more
+#: than ``rtol * ||A|| * ||B||`` (float64 rounding of the objective is ~1e-13 of that scale)
+RTOL = 1e-10
+
+
+@dataclass
+class MatchResult:
+    """Outcome of :func:`match`: ``apply_permutation(B, spec, perms)`` is B aligned to A."""
+
+    perms: dict[str, torch.Tensor]
+    #: J after each LAP step; entry 0 is J at the initial permutations
+    objective_history: list[float]
+    #: ||A - π(B)|| (effective, in-cost tensors) after each LAP step, aligned with ``objective_history``
+    l2_history: list[float]
+    #: sweeps run, the last (no-improvement) sweep included
+    sweeps: int
+    converged: bool
+    #: wall-clock seconds: "cost" (building C_p), "lap" (the solver), "objective" (exact J checks)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Problem:
+    """Effective float64 copies of A and B (viewed per spec) and the cached per-tensor terms of J."""
+
+    def __init__(self, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], spec: PermutationSpec, device):
+        spec.check_state(a, "params_a")
+        spec.check_state(b, "params_b")
+        self.spec, self.device = spec, device
+        self.sizes = spec.perm_sizes(a)
+        if spec.perm_sizes(b) != self.sizes:
+            raise ValueError(f"{spec.name}: params_a and params_b have different permutation sizes")
+        self.a: dict[str, torch.Tensor] = {}
+        self.b: dict[str, torch.Tensor] = {}
+        self.constant = 0.0  # J terms of in-cost tensors without a permuted axis
+        norm_a = norm_b = 0.0
+        for key, ts in spec.tensors.items():
+            if not ts.in_cost:
+                continue
+            if a[key].shape != b[key].shape:
+                raise ValueError(f"{spec.name}: {key!r} has shape {tuple(a[key].shape)} in A, {tuple(b[key].shape)} in B")
+            ta = viewed(a[key], ts).to(device=device, dtype=torch.float64) * ts.gain
+            tb = viewed(b[key], ts).to(device=device, dtype=torch.float64) * ts.gain
+            norm_a += float(ta.square().sum())
+            norm_b += float(tb.square().sum())
+            if ts.permuted:
+                self.a[key], self.b[key] = ta, tb
+            else:
+                self.constant += float((ta * tb).sum())
+        self.norm2 = norm_a + norm_b
+        self.scale = max(np.sqrt(norm_a * norm_b), np.finfo(float).tiny)
+        self.perm_to_axes = {
+            p: [(k, ax) for k, ax in entries if spec[k].in_cost] for p, entries in spec.perm_to_axes.items()
+        }
+
+        # per perm: (key, axis) entries of tensors carrying p once (J exactly linear in p) and
+        # keys carrying p on two axes (StyleGAN2's [1, C_r, C_r, 3, 3]: J quadratic in p)
+        self.linear: dict[str, list[tuple[str, int]]] = {}
+        self.quadratic: dict[str, list[tuple[str, int]]] = {}
+        for p, entries in self.perm_to_axes.items():
+            count = {k: sum(1 for kk, _ in entries if kk == k) for k, _ in entries}
+            self.linear[p] = [(k, ax) for k, ax in entries if count[k] == 1]
+            self.quadratic[p] = [(k, ax) for k, ax in entries if count[k] > 1]
+        self.quad_keys = {k for entries in self.quadratic.values() for k, _ in entries}
+        # perms C_p depends on: those on the *other* axes of p's tensors (p itself if quadratic)
+        self.deps = {
+            p: sorted({q for k, axis in entries for ax, q in enumerate(spec[k].axes) if q is not None and ax != axis})
+            for p, entries in self.perm_to_axes.items()
+        }
+        self._a_lin: dict[str, torch.Tensor] = {}  # per p: [n, Σ rest] concatenated A(axis), built once
+
+    def term(self, key: str, perms: Mapping[str, torch.Tensor]) -> float:
+        """``<A_key, π(B)_key>`` at ``perms``."""
+        ts = self.spec[key]
+        return float(torch.dot(self.a[key].reshape(-1), permute_viewed(self.b[key], ts, perms).reshape(-1)))
+
+    def a_mat(self, key: str, axis: int, n: int) -> torch.Tensor:
+        """``A_key(axis)``: ``axis`` moved to the front (first ``n`` entries), the rest flattened → ``[n, rest]``."""
+        return self.a[key].movedim(axis, 0)[:n].reshape(n, -1)
+
+    def a_empty(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, 0, dtype=torch.float64, device=self.device)
+
+    def b_mat(self, key: str, axis: int, n: int, perms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``B̃_key(axis)``: like :meth:`a_mat`, with every other axis permuted by its current perm."""
+        ts = self.spec[key]
+        x = self.b[key].movedim(axis, 0)  # a view; index_select below writes the moved layout
+        for ax, q in enumerate(ts.axes):
+            if q is None or ax == axis:
+                continue
+            index = perms[q]
+            m = ts.partial_len(ax)
+            if m is not None:
+                index = torch.cat([index, torch.arange(m, x.shape[ax + (ax < axis)])])
+            x = x.index_select(ax + (ax < axis), index.to(x.device))
+        return x[:n].reshape(n, -1)
+
+    def cost(self, p: str, perms: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(C_p, L_p)``, both ``[n, n]``: ``C_p[i, j]`` = similarity of unit i of A and unit j of
+        B̃ over all of p's tensors; ``L_p`` the part from tensors carrying p once, for which
+        ``Σ_i L_p[i, perm[i]]`` is exactly their share of J."""
+        n = self.sizes[p]
+        if p not in self._a_lin:  # [n, 0] when p has no linear tensors
+            self._a_lin[p] = torch.cat([self.a_mat(k, ax, n) for k, ax in self.linear[p]] or [self.a_empty(n)], 1)
+        b_lin = torch.cat([self.b_mat(k, ax, n, perms) for k, ax in self.linear[p]] or [self.a_empty(n)], 1)
+        lin = self._a_lin[p] @ b_lin.T
+        total = lin.clone()
+        for key, axis in self.quadratic[p]:
+            total.addmm_(self.a_mat(key, axis, n), self.b_mat(key, axis, n, perms).T)
+        return total, lin
+
+    def l2(self, objective: float) -> float:
+        return float(np.sqrt(max(self.norm2 - 2.0 * objective, 0.0)))
+
+
+def match(
+    params_a: Mapping[str, torch.Tensor],
+    params_b: Mapping[str, torch.Tensor],
+    spec: PermutationSpec,
+    *,
+    max_iter: int = 100,
+    seed: int = 0,
+    init: Mapping[str, torch.Tensor] | None = None,
+    rtol: float = RTOL,
+    device: torch.device | str | None = None,
+    progress: bool | None = False,
+    skip_unchanged: bool = True,
+) -> MatchResult:
+    """Find permutations ``π`` maximising ``J(π) = Σ_t <A_t, π(B)_t>`` (Git Re-Basin, eq. 3).
+
+    ``params_a``/``params_b`` are state dicts with the spec's keys (stored weights; the spec's
+    gains turn them into effective weights for the cost). ``init`` warm-starts from given
+    permutations (identity otherwise). ``seed`` fixes the visiting order of every sweep.
+    ``device`` is where cost matrices are built (default: params_a's device); the LAP runs on CPU.
+    ``skip_unchanged`` skips a permutation whose cost matrix cannot have changed since it was last
+    solved (none of the permutations it depends on moved): the LAP would return the same answer,
+    so results are identical and late sweeps are much cheaper. Skipped visits add no history entry.
+    """
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if device is None:
+        device = next(iter(params_a.values())).device
+    timings = {"cost": 0.0, "lap": 0.0, "objective": 0.0}
+    prob = _Problem(params_a, params_b, spec, device)
+    perms = identity_perms(prob.sizes) if init is None else check_perms(init, prob.sizes, "init")
+    active = [p for p in spec.perm_names if prob.perm_to_axes[p]]  # perms that enter J
+
+    t0 = time.perf_counter()
+    terms = {key: prob.term(key, perms) for key in prob.a}
+    objective = prob.constant + sum(terms.values())
+    quad_terms = {key: terms[key] for key in prob.quad_keys}  # kept exact; the rest is tracked in `objective`
+    timings["objective"] += time.perf_counter() - t0
+    obj_hist, l2_hist = [objective], [prob.l2(objective)]
+
+    rng = np.random.default_rng(seed)
+    version = {p: 0 for p in active}  # bumped whenever a permutation changes
+    seen: dict[str, list[int]] = {}  # versions of deps[p] when C_p was last solved
+    converged, sweeps = False, 0
+    bar = tqdm(range(max_iter), desc="weight matching", unit="sweep", disable=None if progress is None else not progress)
+    for _ in bar:
+        sweeps += 1
+        improved = False
+        for idx in rng.permutation(len(active)):
+            p = active[idx]
+            state = [version[q] for q in prob.deps[p]]
+            if skip_unchanged and seen.get(p) == state:
+                continue  # C_p is unchanged since p was last solved: the LAP would give the same answer
+            seen[p] = state
+            t0 = time.perf_counter()
+            cost, lin = prob.cost(p, perms)
+            t1 = time.perf_counter()
+            _, cols = linear_sum_assignment(cost.cpu().numpy(), maximize=True)
+            t2 = time.perf_counter()
+            timings["cost"] += t1 - t0
+            timings["lap"] += t2 - t1
+            candidate = torch.from_numpy(cols).long()
+            if not torch.equal(candidate, perms[p]):
+                trial = {**perms, p: candidate}
+                rows = torch.arange(len(cols), device=lin.device)
+                delta = float(lin[rows, candidate.to(lin.device)].sum() - lin[rows, perms[p].to(lin.device)].sum())
+                touched = {key: prob.term(key, trial) for key, _ in prob.perm_to_axes[p] if key in prob.quad_keys}
+                delta += sum(touched[key] - quad_terms[key] for key in {k for k, _ in prob.quadratic[p]})
+                if delta > rtol * prob.scale:
+                    perms, improved = trial, True
+                    version[p] += 1
+                    quad_terms.update(touched)
+                    objective += delta
+                timings["objective"] += time.perf_counter() - t2
+            obj_hist.append(objective)
+            l2_hist.append(prob.l2(objective))
+        bar.set_postfix(l2=f"{l2_hist[-1]:.4g}")
+        if not improved:
+            converged = True
+            break
+    bar.close()
+    return MatchResult(perms, obj_hist, l2_hist, sweeps, converged, timings)
+
+
+# --- many models ------------------------------------------------------------------------------
+@dataclass
+class MatchManyResult:
+    """Outcome of :func:`match_many`: ``apply_permutation(states[i], spec, perms[i])`` for every i
+    puts all models in one common basis (the anchor's, in anchor mode)."""
+
+    perms: list[dict[str, torch.Tensor]]
+    #: Σ_{i<j} ||π_i(θ_i) - π_j(θ_j)||² (effective, in-cost tensors); entry 0 before matching,
+    #: then one entry per round
+    distance_history: list[float]
+    rounds: int
+    converged: bool
+    anchor: int | None
+
+
+def effective_sq_distance(
+    state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], spec: PermutationSpec
+) -> float:
+    """``||A - B||²`` over in-cost tensors, on effective (gain-scaled) weights."""
+    total = 0.0
+    for key, ts in spec.tensors.items():
+        if ts.in_cost:
+            total += ts.gain**2 * float((state_a[key].double() - state_b[key].double()).square().sum())
+    return total
+
+
+def pairwise_sq_distances(
+    states: Sequence[Mapping[str, torch.Tensor]],
+    spec: PermutationSpec,
+    perms: Sequence[Mapping[str, torch.Tensor]] | None = None,
+) -> np.ndarray:
+    """``D[i, j] = ||π_i(θ_i) - π_j(θ_j)||²`` (effective), ``[N, N]``; identity perms if None."""
+    aligned = list(states) if perms is None else [apply_permutation(s, spec, p) for s, p in zip(states, perms)]
+    n = len(aligned)
+    dist = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            dist[i, j] = dist[j, i] = effective_sq_distance(aligned[i], aligned[j], spec)
+    return dist
+
+
+def match_many(
+    states: Sequence[Mapping[str, torch.Tensor]],
+    spec: PermutationSpec,
+    anchor: int | None = None,
+    *,
+    max_rounds: int = 20,
+    max_iter: int = 100,
+    seed: int = 0,
+    rtol: float = RTOL,
+    device: torch.device | str | None = None,
+    progress: bool | None = False,
+) -> MatchManyResult:
+    """Align N >= 2 models to a common basis.
+
+    ``anchor=None`` — MergeMany (Git Re-Basin App. A.10): in each round, visit the models in a
+    random order and match model i (warm-started from its current permutation) to the mean of
+    the others, already permuted. Each such step lowers ``Σ_{j≠i} ||π_i θ_i - π_j θ_j||²`` (it
+    equals ``(N-1) ||π_i θ_i - mean_{-i}||²`` + const), so the summed pairwise distance is
+    non-increasing; stop when a round lowers it by no more than ``rtol`` relative.
+
+    ``anchor=k`` — every other model is matched to model k once (Ito et al.'s three-model setting);
+    model k keeps the identity.
+    """
+    n = len(states)
+    if n < 2:
+        raise ValueError(f"match_many needs at least 2 models, got {n}")
+    sizes = spec.perm_sizes(states[0])
+    perms = [identity_perms(sizes) for _ in range(n)]
+    history = [float(np.triu(pairwise_sq_distances(states, spec)).sum())]
+    kwargs = dict(max_iter=max_iter, rtol=rtol, device=device, progress=progress)
+
+    if anchor is not None:
+        if not -n <= anchor < n:
+            raise IndexError(f"anchor {anchor} out of range for {n} models")
+        anchor %= n
+        for i in range(n):
+            if i != anchor:
+                perms[i] = match(states[anchor], states[i], spec, seed=seed + i, **kwargs).perms
+        history.append(float(np.triu(pairwise_sq_distances(states, spec, perms)).sum()))
+        return MatchManyResult(perms, history, 1, True, anchor)
+
+    rng = np.random.default_rng(seed)
+    aligned = [dict(s) for s in states]
+    converged, rounds = False, 0
+    for r in range(max_rounds):
+        rounds += 1
+        for i in rng.permutation(n):
+            others = average_states([aligned[j] for j in range(n) if j != i])
+            res = match(others, states[i], spec, seed=seed + 1000 * r + int(i), init=perms[i], **kwargs)
+            perms[i] = res.perms
+            aligned[i] = apply_permutation(states[i], spec, perms[i])
+        history.append(float(np.triu(pairwise_sq_distances(aligned, spec)).sum()))
+        if history[-2] - history[-1] <= rtol * max(history[-2], np.finfo(float).tiny):
+            converged = True
+            break
+    return MatchManyResult(perms, history, rounds, converged, None)

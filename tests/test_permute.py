@@ -1,0 +1,328 @@
+"""Tests for lfsgan.permute: spec coverage, functional equivalence, exact recovery, matching
+invariants, MergeMany, interpolation/mixture, barriers, singular-value diagnostics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lfsgan.models import Discriminator, Generator
+from lfsgan.permute import (
+    DEFAULT_LAMBDAS,
+    MixtureGenerator,
+    apply_permutation,
+    barrier,
+    discriminator_spec,
+    effective_sq_distance,
+    generator_spec,
+    interpolate,
+    l2_totals,
+    layer_matrices,
+    lmc_curve,
+    match,
+    match_many,
+    mixture_curve,
+    mixture_images,
+    pairwise_sq_distances,
+    plot_singular_diagnostics,
+    random_perms,
+    recompute_mean_latent,
+    singular_diagnostics,
+)
+
+SMALL_G = dict(size=16, style_dim=32, n_mlp=2, channel_max=16)
+SMALL_D = dict(size=16, channel_max=16)
+
+
+def _jitter(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give biases and noise strengths non-trivial values, so a forgotten one would show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias") or name.endswith("noise.weight"):
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return module.eval()
+
+
+def make_g(seed: int, **kw) -> Generator:
+    torch.manual_seed(seed)
+    return _jitter(Generator(**{**SMALL_G, **kw}), seed)
+
+
+def make_d(seed: int, **kw) -> Discriminator:
+    torch.manual_seed(seed)
+    return _jitter(Discriminator(**{**SMALL_D, **kw}), seed)
+
+
+def _max_abs_diff(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+# --- (e) spec coverage -------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [8, 32, 256])
+def test_spec_covers_every_key(size):
+    kw = dict(style_dim=32, n_mlp=3, channel_max=16) if size < 256 else {}
+    with torch.device("meta"):  # 256 with default widths: shapes only, no memory
+        G, D = Generator(size, **kw), Discriminator(size, **({"channel_max": 16} if size < 256 else {}))
+    for net, spec in ((G, generator_spec(G)), (D, discriminator_spec(D))):
+        state = net.state_dict()
+        assert list(spec.tensors) == list(state)  # every parameter and buffer, same order
+        spec.check_state(state)
+        sizes = spec.perm_sizes(state)
+        assert all(n > 0 for n in sizes.values())
+        # the effective-scale gains are the modules' own equalised-lr constants
+        for name, m in net.named_modules():
+            if hasattr(m, "scale") and f"{name}.weight" in spec:
+                assert math.isclose(spec[f"{name}.weight"].gain, m.scale, rel_tol=1e-12), name
+                if hasattr(m, "lr_mul") and f"{name}.bias" in spec:
+                    assert math.isclose(spec[f"{name}.bias"].gain, m.lr_mul, rel_tol=1e-12), name
+    g_spec = generator_spec(G)
+    n_res = int(math.log2(size)) - 2
+    n_mlp = kw.get("n_mlp", 8)
+    assert set(g_spec.perm_names) == {f"P_map{i}" for i in range(1, n_mlp)} | {"P_w"} | {
+        f"P_{2 ** r}" for r in range(2, n_res + 3)
+    }
+    # every modulation (ToRGBs included) reads W space; noise maps, FIR kernels, RGB bias unpermuted
+    mods = [k for k in g_spec.tensors if k.endswith("modulation.weight")]
+    assert len(mods) == 3 * n_res + 2 and all(g_spec[k].axes[1] == "P_w" for k in mods)
+    unpermuted = g_spec.unpermuted()
+    assert {k for k in unpermuted if k.startswith("noises.")} == {f"noises.noise_{i}" for i in range(2 * n_res + 1)}
+    assert all(k in unpermuted for k in g_spec.tensors if k.endswith(("noise.weight", "kernel", "to_rgb1.bias")))
+    assert all(unpermuted.values())  # each carries its reason
+    d_spec = discriminator_spec(D)
+    assert d_spec["final_conv.0.weight"].partial == ((1, D.state_dict()["final_conv.0.weight"].shape[1] - 1),)
+    assert d_spec["final_linear.0.weight"].axes == ("Q_final_linear", "Q_final_conv", None)
+
+
+def test_unknown_or_missing_key_is_an_error():
+    G = make_g(0)
+    state = G.state_dict()
+    spec = generator_spec(state)
+    extra = {**state, "convs.0.conv.adapter.u": torch.zeros(3)}
+    with pytest.raises(KeyError, match="adapter"):
+        generator_spec(extra)
+    with pytest.raises(KeyError, match="does not know"):
+        spec.check_state(extra)
+    with pytest.raises(KeyError):
+        apply_permutation(extra, spec, random_perms(spec.perm_sizes(state), 0))
+    missing = {k: v for k, v in state.items() if k != "conv1.activate.bias"}
+    with pytest.raises(KeyError):
+        generator_spec(missing)
+    with pytest.raises(KeyError):
+        match(state, missing, spec)
+    with pytest.raises(ValueError, match="not a permutation"):
+        apply_permutation(state, spec, {**random_perms(spec.perm_sizes(state), 0), "P_4": torch.zeros(16, dtype=torch.long)})
+
+
+# --- (a) functional equivalence ------------------------------------------------------------------
+def test_permuted_generator_is_the_same_function():
+    G = make_g(1)
+    spec = generator_spec(G)
+    perms = random_perms(spec.perm_sizes(G.state_dict()), seed=7)
+    assert all(not torch.equal(p, torch.arange(len(p))) for p in perms.values())
+    G2 = Generator(**SMALL_G).eval()
+    G2.load_state_dict(apply_permutation(G.state_dict(), spec, perms))
+    z = torch.randn(4, SMALL_G["style_dim"], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for psi in (1.0, 0.7):
+            x1 = G(z, noise_mode="const", truncation=psi, truncation_latent=recompute_mean_latent(G, 256, 0))
+            x2 = G2(z, noise_mode="const", truncation=psi, truncation_latent=recompute_mean_latent(G2, 256, 0))
+            assert float((x1 - x2).abs().max()) < 1e-5 * max(1.0, float(x1.abs().max()))
+        # and the weights really moved
+        assert _max_abs_diff(G.state_dict(), G2.state_dict()) > 0.1
+
+
+def test_permuted_discriminator_is_the_same_function():
+    D = make_d(2)
+    spec = discriminator_spec(D)
+    perms = random_perms(spec.perm_sizes(D.state_dict()), seed=8)
+    D2 = Discriminator(**SMALL_D).eval()
+    D2.load_state_dict(apply_permutation(D.state_dict(), spec, perms))
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        l1, l2 = D(x), D2(x)
+    assert l1.shape == (8, 1)
+    assert float((l1 - l2).abs().max()) < 1e-5 * max(1.0, float(l1.abs().max()))
+    # the minibatch-stddev input channel stays last, only its output axis moves
+    w, w2 = D.state_dict()["final_conv.0.weight"], D2.state_dict()["final_conv.0.weight"]
+    assert torch.equal(w2[:, -1], w[perms["Q_final_conv"], -1])
+
+
+# --- (b) exact recovery, (c) identity -------------------------------------------------------------
+@pytest.mark.parametrize("net", ["G", "D"])
+def test_matching_recovers_a_random_permutation_exactly(net):
+    model = make_g(3) if net == "G" else make_d(3)
+    spec = generator_spec(model) if net == "G" else discriminator_spec(model)
+    a = model.state_dict()
+    b = apply_permutation(a, spec, random_perms(spec.perm_sizes(a), seed=11))
+    res = match(a, b, spec, seed=0)
+    assert res.converged and res.sweeps <= 5
+    assert _max_abs_diff(apply_permutation(b, spec, res.perms), a) == 0.0
+    assert res.l2_history[0] > 1.0 and res.l2_history[-1] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("net", ["G", "D"])
+def test_matching_a_model_to_itself_is_the_identity(net):
+    model = make_g(4) if net == "G" else make_d(4)
+    spec = generator_spec(model) if net == "G" else discriminator_spec(model)
+    res = match(model.state_dict(), model.state_dict(), spec)
+    assert res.sweeps == 1 and res.converged
+    assert all(torch.equal(p, torch.arange(len(p))) for p in res.perms.values())
+
+
+# --- (d) objective monotone, bookkeeping exact ------------------------------------------------
+@pytest.mark.parametrize("net", ["G", "D"])
+def test_objective_never_decreases_for_independent_models(net):
+    kw = dict(channel_max=32, size=32)
+    a, b = ((make_g(s, **kw) if net == "G" else make_d(s, **kw)).state_dict() for s in (5, 6))
+    spec = generator_spec(a) if net == "G" else discriminator_spec(a)
+    res = match(a, b, spec, seed=1)
+    obj = np.asarray(res.objective_history)
+    assert res.converged and len(obj) > len(res.perms)
+    assert np.all(np.diff(obj) >= 0) and obj[-1] > obj[0]
+    # the incrementally tracked objective equals a from-scratch evaluation
+    exact = math.sqrt(effective_sq_distance(a, apply_permutation(b, spec, res.perms), spec))
+    assert res.l2_history[-1] == pytest.approx(exact, rel=1e-9)
+    assert res.l2_history[-1] < res.l2_history[0]
+    # skipping LAPs whose cost matrix cannot have changed gives the same answer
+    full = match(a, b, spec, seed=1, skip_unchanged=False)
+    assert all(torch.equal(full.perms[p], res.perms[p]) for p in res.perms)
+    # a warm start from the answer stops after one sweep
+    assert match(a, b, spec, seed=2, init=res.perms).sweeps == 1
+
+
+def test_cost_uses_effective_weights():
+    """The mapping net's stored weights are 1/lr_mlp = 100x its effective ones; the spec's gain
+    must undo that, so scaling lr_mlp in the spec alone changes nothing but the objective scale."""
+    state = make_g(0).state_dict()
+    spec = generator_spec(state)
+    assert spec["style.1.weight"].gain == pytest.approx(0.01 / math.sqrt(SMALL_G["style_dim"]))
+    assert spec["style.2.bias"].gain == pytest.approx(0.01)
+    assert spec["conv1.conv.weight"].gain == pytest.approx(1 / math.sqrt(16 * 9))
+
+
+# --- MergeMany / anchor ---------------------------------------------------------------------
+def test_match_many_converges_and_lowers_summed_distance():
+    states = [make_g(s, channel_max=16).state_dict() for s in (10, 11, 12)]
+    spec = generator_spec(states[0])
+    before = np.triu(pairwise_sq_distances(states, spec)).sum()
+    res = match_many(states, spec, seed=0)
+    assert res.converged and res.anchor is None
+    hist = np.asarray(res.distance_history)
+    assert hist[0] == pytest.approx(before)
+    assert np.all(np.diff(hist) <= 1e-9 * hist[0]) and hist[-1] < 0.97 * hist[0]
+    assert np.triu(pairwise_sq_distances(states, spec, res.perms)).sum() == pytest.approx(hist[-1], rel=1e-9)
+
+    anchored = match_many(states, spec, anchor=1)
+    assert all(torch.equal(p, torch.arange(len(p))) for p in anchored.perms[1].values())
+    assert anchored.distance_history[-1] < anchored.distance_history[0]
+
+
+def test_match_many_aligns_permuted_copies_exactly():
+    a = make_d(13).state_dict()
+    spec = discriminator_spec(a)
+    sizes = spec.perm_sizes(a)
+    states = [a] + [apply_permutation(a, spec, random_perms(sizes, s)) for s in (1, 2)]
+    for anchor in (None, 0):
+        res = match_many(states, spec, anchor=anchor)
+        aligned = [apply_permutation(s, spec, p) for s, p in zip(states, res.perms)]
+        assert _max_abs_diff(aligned[1], aligned[0]) == 0.0 and _max_abs_diff(aligned[2], aligned[0]) == 0.0
+
+
+# --- interpolation, LMC curve, mixture ---------------------------------------------------------
+def test_interpolate_endpoints_and_fixed_buffers():
+    a, b = make_g(20).state_dict(), make_g(21).state_dict()
+    spec = generator_spec(a)
+    assert _max_abs_diff(interpolate(a, b, 0.0, spec=spec), a) == 0.0
+    end = interpolate(a, b, 1.0, spec=spec)
+    mid = interpolate(a, b, 0.5, spec=spec)
+    for k in a:
+        if spec[k].interpolate:
+            assert torch.equal(end[k], b[k]), k
+            err = (mid[k] - 0.5 * (a[k] + b[k])).abs()
+            assert bool((err <= 1e-6 * (a[k].abs() + b[k].abs() + 1)).all()), k
+        else:  # noise maps and FIR kernels come from A at every λ
+            assert torch.equal(end[k], a[k]) and torch.equal(mid[k], a[k]), k
+    assert not torch.equal(a["noises.noise_0"], b["noises.noise_0"])
+
+
+def test_lmc_curve_and_mixture():
+    G_a, G_b = make_g(30), make_g(31)
+    spec = generator_spec(G_a)
+    b_perm = apply_permutation(G_b.state_dict(), spec, match(G_a.state_dict(), G_b.state_dict(), spec).perms)
+    z = torch.randn(6, SMALL_G["style_dim"], generator=torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def metric(G):  # any function of G at fixed latents and noise
+        w_bar = recompute_mean_latent(G, 128, 0) if not isinstance(G, MixtureGenerator) else None
+        return float(G(z, noise_mode="const", truncation=0.5, truncation_latent=w_bar).std())
+
+    factory = lambda: Generator(**SMALL_G)  # noqa: E731
+    recs = lmc_curve(factory, G_a.state_dict(), b_perm, None, metric, spec=spec, progress=False)
+    assert [r["lambda"] for r in recs] == list(DEFAULT_LAMBDAS) and len(recs) == 11
+    assert recs[0]["value"] == pytest.approx(metric(G_a), rel=1e-6)
+    b = barrier([r["value"] for r in recs], [r["lambda"] for r in recs])
+    assert np.isfinite(b["barrier_max"]) and b["barrier_linear"] >= 0
+
+    mix = mixture_curve(factory, G_a.state_dict(), G_b.state_dict(), [0.0, 0.5, 1.0], metric, mean_latent_n=128, progress=False)
+    assert mix[0]["value"] == pytest.approx(metric(G_a), rel=1e-6)
+    assert mix[-1]["value"] == pytest.approx(metric(G_b), rel=1e-6)
+
+    with torch.no_grad():
+        imgs = mixture_images(G_a, G_b, z, 0.5, batch_size=4, noise_mode="const")
+        assert imgs.shape == (6, 3, 16, 16)
+        assert torch.allclose(imgs[:3], G_a(z[:3], noise_mode="const"), atol=1e-6)
+        assert torch.allclose(imgs[3:], G_b(z[3:], noise_mode="const"), atol=1e-6)
+        trunc = mixture_images(G_a, G_b, z, 0.5, truncation=0.5, mean_latent_n=128)
+        ref = G_b(z[3:], noise_mode="const", truncation=0.5, truncation_latent=G_b.mean_latent(128, 0))
+        assert torch.allclose(trunc[3:], ref, atol=1e-6)
+
+
+# --- barriers -------------------------------------------------------------------------------
+def test_barrier_hand_example():
+    lam = [0.0, 1 / 3, 2 / 3, 1.0]
+    b = barrier([1.0, 2.5, 3.0, 3.0], lam)
+    # Git Re-Basin: max - mean of endpoints = 3 - 2
+    assert b["barrier_max"] == pytest.approx(1.0) and b["relative_max"] == pytest.approx(0.5)
+    # Entezari: max over λ of M(λ) - lerp(endpoints) = 2.5 - (1 + 2/3) at λ = 1/3
+    assert b["barrier_linear"] == pytest.approx(2.5 - 5 / 3) and b["lambda_linear"] == pytest.approx(1 / 3)
+    assert b["relative_linear"] == pytest.approx((2.5 - 5 / 3) / 2)
+    # accuracy-like metric: a dip below the endpoints is the barrier
+    acc = barrier([0.9, 0.6, 0.8], [0.0, 0.5, 1.0], lower_is_better=False)
+    assert acc["barrier_max"] == pytest.approx(0.25) and acc["barrier_linear"] == pytest.approx(0.25)
+    assert acc["relative_max"] == pytest.approx(0.25 / 0.85)
+    # a flat path has no barrier; endpoints are required
+    assert barrier([2.0] * 11)["barrier_linear"] == 0.0
+    with pytest.raises(ValueError):
+        barrier([1.0, 2.0, 3.0], [0.1, 0.5, 1.0])
+
+
+# --- Ito et al. diagnostics ------------------------------------------------------------------
+def test_singular_diagnostics(tmp_path):
+    a = make_g(40).state_dict()
+    spec = generator_spec(a)
+    perms = random_perms(spec.perm_sizes(a), seed=5)
+    b = apply_permutation(a, spec, perms)
+    # singular values are permutation invariant: π(B) has B's spectrum
+    mats_b, mats_pb = layer_matrices(b, spec), layer_matrices(apply_permutation(b, spec, random_perms(spec.perm_sizes(a), 6)), spec)
+    for k in mats_b:
+        s, sp = torch.linalg.svdvals(mats_b[k]), torch.linalg.svdvals(mats_pb[k])
+        assert float((s - sp).abs().max()) <= 1e-5 * float(s[0]), k
+    res = match(a, b, spec)
+    df = singular_diagnostics(a, b, spec, res.perms, k=4)
+    assert len(df) == len(mats_b) and (df["sv_perm_max_rel"] < 1e-5).all()
+    assert (df["spectrum_rel_diff"] < 1e-6).all()  # B is a permuted copy of A
+    assert np.allclose(df["l2_after"], 0.0) and np.allclose(df["align_top_after"], 1.0)
+    assert np.allclose(df["l2_reduction"], 1.0)
+    assert df.loc[df["layer"] == "convs.1.conv.weight", "align_top_before"].abs().item() < 0.9
+    tot = l2_totals(df)
+    assert tot["l2_before"] > 0 and tot["l2_after"] == pytest.approx(0.0, abs=1e-9)
+
+    independent = singular_diagnostics(a, make_g(41).state_dict(), spec, res.perms, k=4)
+    assert (independent["spectrum_rel_diff"] > 0).all()
+    png = tmp_path / "svd.png"
+    plot_singular_diagnostics(independent, png, max_layers=3)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
