@@ -164,7 +164,7 @@ class MixtureGenerator(nn.Module):
         return int(round((1.0 - self.lam) * batch))
 
     def mean_latent(self, n: int, seed: int = 0) -> torch.Tensor:
-        raise NotImplementedError("a mixture has no single mean latent; it truncates each component towards its own")
+        raise TypeError("a mixture has no single mean latent; it truncates each component towards its own")
 
     def generate(self, which: int, z: torch.Tensor, noise_mode: str = "const", truncation: float = 1.0, **kwargs) -> torch.Tensor:
         """Images of component ``which`` (0 = A, 1 = B) for latents ``z [n, style_dim]``."""
