@@ -1,0 +1,349 @@
+"""lfsgan.metrics: FID/KID through torch-fidelity, LPIPS diversity through lpips, forgetting, overhead.
+
+Everything runs offline with real packages: the demo extractor is trained here, the Inception and
+VGG weights files are written here (random init), LPIPS uses lpips' shipped linear layers on a
+seeded random backbone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from lfsgan.io import sha256_file
+from lfsgan.metrics import (
+    MissingWeightsError,
+    average_forgetting,
+    choose_kid_subset_size,
+    count_tensors,
+    fid_kid,
+    forgetting_matrix,
+    lpips_diversity,
+    make_lpips,
+    parameter_overhead,
+    train_demo_extractor,
+    write_random_inception_weights,
+)
+from lfsgan.metrics.diversity import _backbone_state_for_lpips, lpips_features, lpips_matrix
+from lfsgan.metrics.weights import load_state_dict_safely, network_reachable
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def waves(n: int, kind: int, seed: int, size: int = 16) -> torch.Tensor:
+    """uint8 [n, 3, size, size]: horizontal (0), vertical (1) or circular (2) waves of random frequency, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(size).float()
+    freq = torch.rand(n, 1, 1, generator=g) * 0.5 + 0.3
+    phase = torch.rand(n, 1, 1, generator=g) * 6.28
+    if kind == 0:
+        img = torch.sin(t.view(1, size, 1) * freq + phase).expand(n, size, size)
+    elif kind == 1:
+        img = torch.sin(t.view(1, 1, size) * freq + phase).expand(n, size, size)
+    else:
+        yy, xx = torch.meshgrid(t - size / 2, t - size / 2, indexing="ij")
+        img = torch.sin((yy**2 + xx**2).sqrt().unsqueeze(0) * freq + phase)
+    img = img + 0.2 * torch.randn(n, size, size, generator=g)
+    x = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.unsqueeze(1).expand(n, 3, size, size).contiguous()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one thread is fastest, and on a shared CPU two threads mostly wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_weights(tmp_path_factory):
+    images = torch.cat([waves(100, k, seed=k, size=16) for k in range(3)])
+    labels = torch.arange(3).repeat_interleave(100)
+    path = tmp_path_factory.mktemp("extractor") / "demo_cnn.pt"
+    meta = train_demo_extractor(images, labels, path, seed=0, steps=50)
+    return path, meta
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    return write_random_inception_weights(tmp_path_factory.mktemp("inception") / "random_inception.pth", seed=0)
+
+
+@pytest.fixture(scope="module")
+def random_lpips():
+    return make_lpips("vgg", allow_random_backbone=True, allow_download=False, seed=0)
+
+
+# ---------------------------------------------------------------- FID / KID
+
+
+def test_demo_extractor_trains_and_is_recorded(demo_weights):
+    path, meta = demo_weights
+    assert meta["train_accuracy"] > 0.9
+    assert meta["sha256"] == sha256_file(path)
+    assert meta["class_counts"] == [100, 100, 100]
+
+
+def test_demo_fid_zero_on_itself_positive_on_other_domain(demo_weights, tmp_path):
+    path, _ = demo_weights
+    real = waves(120, 0, seed=10)
+    kw = dict(real_sha256=SHA_A, extractor="lfsgan-demo-cnn", weights_path=path, cache_dir=tmp_path, progress=False)
+    same = fid_kid(real, real, **kw)
+    resampled = fid_kid(waves(120, 0, seed=11), real, **kw)
+    other = fid_kid(waves(120, 1, seed=12), real, **kw)
+    assert abs(same["fid"]) < 1e-3
+    assert other["fid"] > 1.0 and other["fid"] > 20 * resampled["fid"]
+    assert other["kid_mean"] > 10 * abs(resampled["kid_mean"])
+    p = other["protocol"]
+    assert p["comparable_to_published"] is False and "Non-standard" in p["note"]
+    assert p["weights_sha256"] == sha256_file(path) and p["extractor"] == "lfsgan-demo-cnn"
+    assert p["n_fake"] == 120 and p["n_real"] == 120 and p["kid_subset_size"] == 120 and p["seed"] == 0
+    assert p["resize"].startswith("none") and p["input_resolution"] == [16, 16]
+    assert set(p["versions"]) == {"torch", "torchvision", "torch-fidelity", "lpips"}
+
+
+def test_real_statistics_cached_and_verified(demo_weights, tmp_path):
+    path, _ = demo_weights
+    real, fake = waves(60, 0, seed=20), waves(60, 2, seed=21)
+    kw = dict(real_sha256=SHA_A, extractor="lfsgan-demo-cnn", weights_path=path, cache_dir=tmp_path, progress=False)
+    first = fid_kid(fake, real, **kw)
+    assert first["protocol"]["real_stats_cache"]["hit"] is False
+    files = sorted(p.name for p in tmp_path.glob("real-*.pt"))
+    assert len(files) == 2 and all(SHA_A[:32] in f and sha256_file(path)[:16] in f for f in files)
+    # The cache is keyed by real_sha256: garbage under the same key is served as the real set.
+    second = fid_kid(fake, waves(60, 1, seed=22), **kw)
+    assert second["protocol"]["real_stats_cache"]["hit"] is True
+    assert second["fid"] == pytest.approx(first["fid"], rel=1e-6)
+    # A cache file that does not match the manifest is discarded and recomputed.
+    (tmp_path / files[0]).write_bytes(b"not what was written")
+    with pytest.warns(UserWarning, match="does not match its manifest"):
+        third = fid_kid(fake, real, **kw)
+    assert third["protocol"]["real_stats_cache"]["hit"] is False
+    assert third["fid"] == pytest.approx(first["fid"], rel=1e-6)
+    # Another reference set gets its own entry.
+    assert fid_kid(fake, real, **{**kw, "real_sha256": SHA_B})["protocol"]["real_stats_cache"]["hit"] is False
+
+
+def test_kid_subset_size_and_input_checks(demo_weights, tmp_path):
+    assert choose_kid_subset_size(5000, 30000) == 1000
+    assert choose_kid_subset_size(50, 300) == 50
+    with pytest.raises(ValueError, match="kid_subset_size"):
+        choose_kid_subset_size(50, 300, requested=60)
+    path, _ = demo_weights
+    kw = dict(real_sha256=SHA_A, extractor="lfsgan-demo-cnn", weights_path=path, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="uint8"):
+        fid_kid(waves(8, 0, 0).float(), waves(8, 0, 1), **kw)
+    with pytest.raises(ValueError, match="resize one set"):
+        fid_kid(waves(8, 0, 0, size=8), waves(8, 0, 1), **kw)
+    with pytest.raises(ValueError, match="hex digest"):
+        fid_kid(waves(8, 0, 0), waves(8, 0, 1), **{**kw, "real_sha256": "task1"})
+    with pytest.raises(ValueError, match="evaluation.fid.weights"):
+        fid_kid(waves(8, 0, 0), waves(8, 0, 1), **{**kw, "weights_path": None})
+
+
+def test_inception_weights_missing_names_file_and_config_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    x = waves(4, 0, seed=0)
+    with pytest.raises(MissingWeightsError) as err:
+        fid_kid(x, x, real_sha256=SHA_A, cache_dir=tmp_path / "cache", allow_download=False)
+    msg = str(err.value)
+    expected = tmp_path / "empty_torch_home" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    assert str(expected) in msg and "evaluation.fid.weights" in msg
+    if network_reachable("github.com"):
+        pytest.skip("network reachable: the download path would be taken")
+    with pytest.raises(MissingWeightsError, match="cannot be reached"):
+        fid_kid(x, x, real_sha256=SHA_A, cache_dir=tmp_path / "cache")
+
+
+def test_inception_runs_from_local_weights_file(inception_weights, tmp_path):
+    real, fake = waves(4, 0, seed=30), waves(4, 1, seed=31)
+    # Layer "64" stops torch-fidelity's Inception early (fast); the file is loaded either way.
+    kw = dict(real_sha256=SHA_A, weights_path=inception_weights, cache_dir=tmp_path, feature_layer="64", progress=False)
+    same, other = fid_kid(real, real, **kw), fid_kid(fake, real, **kw)
+    assert abs(same["fid"]) < 1e-3 and other["fid"] > 1e-2 and math.isfinite(other["fid"])
+    p = other["protocol"]
+    assert p["extractor"] == "inception-v3-compat" and p["weights_sha256"] == sha256_file(inception_weights)
+    assert p["kid_subset_size"] == 4 and "299x299" in p["resize"]
+    assert p["comparable_to_published"] is False  # not pool3
+
+
+def test_inception_weights_found_in_torch_hub_cache(inception_weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    hub_file = tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    hub_file.parent.mkdir(parents=True)
+    shutil.copyfile(inception_weights, hub_file)
+    x = waves(3, 0, seed=40)
+    r = fid_kid(x, x, real_sha256=SHA_A, cache_dir=tmp_path / "cache", feature_layer="64", allow_download=False)
+    assert r["protocol"]["weights_source"] == "torch hub cache" and r["protocol"]["weights_path"] == str(hub_file)
+
+
+def test_weights_files_are_loaded_without_unpickling_code(tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"w": torch.zeros(2), "note": "a string is not a tensor"}, bad)
+    with pytest.raises(ValueError, match="flat"):
+        load_state_dict_safely(bad, "test", "evaluation.fid.weights")
+    with pytest.raises(MissingWeightsError, match="does not exist"):
+        load_state_dict_safely(tmp_path / "absent.pth", "test", "evaluation.fid.weights")
+
+
+# ---------------------------------------------------------------- LPIPS
+
+
+def test_lpips_matrix_matches_lpips_forward(random_lpips):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(5, 3, 16, 16, generator=g) * 2 - 1, torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    with torch.no_grad():
+        ref = torch.stack([random_lpips(x[i : i + 1].expand(4, -1, -1, -1), y).flatten() for i in range(5)])
+        mine = lpips_matrix(random_lpips, lpips_features(random_lpips, x), lpips_features(random_lpips, y))
+    assert mine.shape == (5, 4)
+    assert torch.allclose(mine, ref.double(), atol=1e-6)
+
+
+def clustered(n_per: int, centers: torch.Tensor, counts: list[int] | None = None, seed: int = 0) -> torch.Tensor:
+    """Noisy copies of each centre (counts[k] of centre k), interleaved in index order."""
+    g = torch.Generator().manual_seed(seed)
+    counts = counts or [n_per] * centers.shape[0]
+    idx = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+    idx = idx[torch.randperm(idx.numel(), generator=g)]
+    return (centers[idx] + 0.3 * torch.randn(idx.numel(), *centers.shape[1:], generator=g)).clamp(-1, 1)
+
+
+@pytest.fixture(scope="module")
+def centers():
+    return torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def test_equal_clusters_give_b_lpips_equal_intra_lpips(random_lpips, centers):
+    fake = clustered(6, centers)
+    r = lpips_diversity(fake, centers, lpips_model=random_lpips, n_fake=60, cluster_size=50, progress=False)
+    assert r["cluster_sizes"] == [6] * 10
+    assert r["entropy"] == pytest.approx(1.0, abs=1e-3)
+    assert r["b_lpips"] == pytest.approx(r["intra_lpips"], rel=1e-3)
+    assert 0 < r["intra_lpips"] < 1
+
+
+def test_one_cluster_gives_b_lpips_near_zero(random_lpips, centers):
+    fake = clustered(0, centers, counts=[30] + [0] * 9)
+    r = lpips_diversity(fake, centers, lpips_model=random_lpips, n_fake=30, progress=False)
+    assert r["cluster_sizes"] == [30] + [0] * 9
+    assert r["d_k"][0] > 0 and r["d_k"][1:] == [None] * 9
+    assert r["intra_lpips"] == pytest.approx(r["d_k"][0])
+    assert abs(r["b_lpips"]) < 1e-4 and r["entropy"] < 1e-3
+
+
+def test_diversity_is_seeded_and_uses_first_n(random_lpips, centers):
+    fake = clustered(0, centers, counts=[8, 8, 4] + [0] * 7)
+    kw = dict(lpips_model=random_lpips, n_fake=20, cluster_size=3, progress=False)
+    a, b = lpips_diversity(fake, centers, seed=3, **kw), lpips_diversity(fake, centers, seed=3, **kw)
+    assert a["d_k"] == b["d_k"] and a["b_lpips"] == b["b_lpips"]
+    assert a["cluster_sizes"][:3] == [8, 8, 4] and a["cluster_sizes_used"][:3] == [3, 3, 3]
+    other = lpips_diversity(fake, centers, seed=4, **kw)
+    assert other["d_k"][:3] != a["d_k"][:3]  # the member subsets follow the seed
+    # Only the first n_fake samples count: appending more does not change the result.
+    more = torch.cat([fake, torch.rand(20, 3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1])
+    assert lpips_diversity(more, centers, seed=3, **kw)["d_k"] == a["d_k"]
+    p = a["protocol"]
+    assert p["comparable_to_published"] is False and "NOT the published LPIPS" in p["note"]
+    assert p["cluster_size"] == 3 and p["seed"] == 3 and p["resize"].startswith("none")
+
+
+def test_diversity_upsamples_below_vgg_minimum_and_checks_range(random_lpips):
+    c = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    r = lpips_diversity(clustered(3, c), c, lpips_model=random_lpips, n_fake=6, progress=False)
+    assert "8x8 -> 16x16" in r["protocol"]["resize"]
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        lpips_diversity((c + 1) * 127.5, c, lpips_model=random_lpips, n_fake=2)
+
+
+def test_make_lpips_without_weights_names_file_and_config_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(MissingWeightsError) as err:
+        make_lpips("vgg", allow_download=False)
+    assert "vgg16-397923af.pth" in str(err.value) and "evaluation.lpips.backbone_weights" in str(err.value)
+
+
+def test_make_lpips_loads_local_backbone_file(random_lpips, tmp_path):
+    # A torchvision-format vgg16 state dict ("features.<i>.<param>", classifier ignored), values of our own.
+    g = torch.Generator().manual_seed(7)
+    features = {k.split(".", 1)[1]: torch.randn(v.shape, generator=g) for k, v in random_lpips.net.state_dict().items()}
+    path = tmp_path / "vgg16_local.pth"
+    torch.save({**{f"features.{k}": v for k, v in features.items()}, "classifier.6.bias": torch.zeros(1000)}, path)
+    model = make_lpips("vgg", backbone_weights=path)
+    assert torch.equal(model.net.slice1[0].weight, features["0.weight"])
+    assert torch.equal(model.net.slice5._modules["28"].bias, features["28.bias"])
+    info = model.lfsgan_protocol
+    assert info["backbone_weights_sha256"] == sha256_file(path) and info["comparable_to_published"] is None
+    assert not torch.equal(model.net.slice1[0].weight, random_lpips.net.slice1[0].weight)
+    with pytest.raises(ValueError, match="missing"):
+        _backbone_state_for_lpips(random_lpips, {"0.weight": features["0.weight"]}, path)
+
+
+def test_make_lpips_finds_backbone_in_torch_hub_cache(random_lpips, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    hub_file = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    hub_file.parent.mkdir(parents=True)
+    torch.save({f"features.{k.split('.', 1)[1]}": v for k, v in random_lpips.net.state_dict().items()}, hub_file)
+    info = make_lpips("vgg", allow_download=False).lfsgan_protocol
+    assert info["backbone"] == "torch hub cache" and info["backbone_weights_path"] == str(hub_file)
+    # Not torchvision's file (its sha256 does not start with 397923af): comparability unknown, said so.
+    assert info["comparable_to_published"] is None and "does not match" in info["note"]
+
+
+# ---------------------------------------------------------------- forgetting, overhead, imports
+
+
+def test_forgetting_matrix_and_average_forgetting():
+    records = [
+        dict(method="finetune", after_task=a, task=t, metric="fid", value=v)
+        for (a, t, v) in [(1, 1, 50.0), (2, 1, 70.0), (2, 2, 40.0), (3, 1, 90.0), (3, 2, 60.0), (3, 3, 45.0)]
+    ] + [
+        dict(method="lfsgan", after_task=a, task=t, metric="fid", value=v)
+        for (a, t, v) in [(1, 1, 50.0), (2, 1, 50.0), (2, 2, 40.0), (3, 1, 50.0), (3, 2, 40.0), (3, 3, 45.0)]
+    ]
+    m = forgetting_matrix(records)
+    assert set(m) == {"finetune", "lfsgan"}
+    ft = m["finetune"]
+    assert list(ft.index) == [1, 2, 3] and list(ft.columns) == [1, 2, 3]
+    assert ft.at[3, 2] == 60.0 and math.isnan(ft.at[1, 3])
+    # FID, lower is better: ((90 - 50) + (60 - 40)) / 2 = 30 -> got worse by 30.
+    assert average_forgetting(ft, higher_is_better=False) == pytest.approx(30.0)
+    assert average_forgetting(m["lfsgan"], higher_is_better=False) == 0.0
+    # The same numbers read as a higher-is-better metric: positive still means worse.
+    assert average_forgetting(ft, higher_is_better=True) == pytest.approx(-30.0)
+    assert math.isnan(average_forgetting(ft.loc[[1], [1]], higher_is_better=False))
+    with pytest.raises(ValueError, match="duplicate"):
+        forgetting_matrix(records + [records[0]])
+    with pytest.raises(ValueError, match="metric="):
+        forgetting_matrix(records + [dict(records[0], metric="kid")])
+    names = forgetting_matrix(
+        [dict(method="m", after_task="b", task="b", metric="x", value=1.0)], task_order=["a", "b"]
+    )["m"]
+    assert isinstance(names, pd.DataFrame) and list(names.index) == ["a", "b"]
+
+
+def test_count_tensors_and_overhead():
+    state = {"a": torch.zeros(3, 4), "b": {"c": torch.zeros(5), "d": [torch.zeros(2, 2)]}}
+    assert count_tensors(state) == 21
+    assert parameter_overhead({"u": torch.zeros(4)}, state)["ratio"] == pytest.approx(4 / 21)
+    with pytest.raises(TypeError, match=r"<root>\.b\.e"):
+        count_tensors({"b": {"e": 3}})
+
+
+def test_import_is_lazy():
+    code = (
+        "import sys, lfsgan.metrics, lfsgan.metrics.forgetting; "
+        "heavy = {'torch_fidelity', 'lpips', 'torchvision'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
