@@ -6,14 +6,14 @@ Two files per run, both through :mod:`lfsgan.io` (tensors only, atomic, ``weight
   ``g_ema``, ``extra`` (a method's D-side modules), ``g_optim`` / ``d_optim`` and ``sampler`` state
   (tensors; their non-tensor skeletons in ``meta``), ``rng`` (every ``torch.Generator`` of the loop
   and torch's global RNG, as uint8 tensors), ``loop`` (step, running path length).
-- ``final.pt`` — ``g``, ``d``, ``g_ema`` (rosinality's key names) and
+- ``final.pt`` — ``g``, ``d``, ``g_ema`` (rosinality's key names; ``g_ema`` only when an EMA was kept) and
   ``meta = {"model": {...}, "train": {...}, "step": n, ...}``, enough to rebuild the generator.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -48,23 +48,26 @@ def _state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_final(path: str | Path, G: nn.Module, D: nn.Module, g_ema: nn.Module | None, meta: dict[str, Any]) -> None:
-    """Write ``final.pt``: ``g``, ``d`` and ``g_ema`` (``g`` itself when no EMA was kept; ``meta["ema"]`` says which)."""
-    tensors = {"g": _state(G), "d": _state(D), "g_ema": _state(g_ema if g_ema is not None else G)}
+    """Write ``final.pt``: ``g``, ``d`` and, when an EMA generator was kept, ``g_ema`` (``meta["ema"]`` says which)."""
+    tensors = {"g": _state(G), "d": _state(D)}
+    if g_ema is not None:
+        tensors["g_ema"] = _state(g_ema)
     save_checkpoint(path, tensors, {**meta, "kind": FINAL_KIND, "ema": g_ema is not None})
 
 
 def load_generator(
-    path: str | Path, which: str = "g_ema", device: str | torch.device = "cpu", modconv: str | None = None
+    path: str | Path, which: str | None = None, device: str | torch.device = "cpu", modconv: str | None = None
 ) -> nn.Module:
     """Rebuild the plain generator stored in a ``final.pt`` (or ``checkpoint.pt``) from its ``meta["model"]``.
 
-    ``which``: ``"g_ema"`` (default) or ``"g"``. Returns the module in eval mode with grads off.
+    ``which``: ``"g_ema"`` or ``"g"``; by default ``g_ema`` when the run kept one, else ``g``. Returns the module in eval mode with grads off.
     A task generator with a method's adapters attached is rebuilt by that method's ``rebuild``.
     """
     tensors, meta = load_checkpoint(path)
     model_cfg = meta.get("model")
     if not model_cfg:
         raise ValueError(f"{path}: meta has no 'model' entry; it was not written by lfsgan.train (or lacks model kwargs)")
+    which = which or ("g_ema" if "g_ema" in tensors else "g")
     if which not in tensors:
         raise KeyError(f"{path}: no '{which}' weights (has: {', '.join(sorted(tensors))})")
     if modconv is not None:
@@ -108,15 +111,24 @@ def load_training_checkpoint(
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     sampler: Any,
+    validate: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
-    """Load ``path`` into ``modules``, ``optimizers`` and ``sampler`` in place; return ``(rng, loop, meta)``."""
+    """Load ``path`` into ``modules``, ``optimizers`` and ``sampler`` in place; return ``(rng, loop, meta)``.
+
+    ``validate(meta)`` runs before anything is modified and may raise to refuse the checkpoint.
+    """
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") != CHECKPOINT_KIND:
         raise ValueError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r}); delete it or pass resume=False")
+    if validate is not None:
+        validate(meta)
     for name, module in modules.items():
         if name not in tensors:
             raise KeyError(f"{path}: no '{name}' state; the run that wrote it had a different set-up (method, EMA)")
-        module.load_state_dict(tensors[name])
+        try:
+            module.load_state_dict(tensors[name])
+        except RuntimeError as e:
+            raise ValueError(f"{path}: '{name}' does not fit this run's model (other model config or method?): {e}") from e
     skeletons = meta["skeletons"]
     for name, opt in optimizers.items():
         opt.load_state_dict(unpack(tensors.get(name, {}), skeletons[name]))

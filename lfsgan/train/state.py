@@ -73,15 +73,6 @@ def unpack(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
     return walk(skeleton)
 
 
-def generator_state(gen: torch.Generator) -> torch.Tensor:
-    """A ``torch.Generator``'s state as a uint8 tensor (CPU), ready to checkpoint."""
-    return gen.get_state().clone()
-
-
-def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seed))
-
-
 def global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     """torch's global CPU RNG state (and the current CUDA device's, when training on CUDA).
 

@@ -1,0 +1,179 @@
+"""One StyleGAN2 training iteration, in rosinality's order, for source pretraining and every method.
+
+Iteration ``i`` (0-based):
+
+1. D step: ``L_D = E softplus(-D(x)) + E softplus(D(G(z)))``.
+2. Lazy R1 when ``i % r1_every == 0``: ``(gamma / 2) * r1_every * E ||grad_x D(x)||^2`` on the reals.
+3. G step: ``L_G = E softplus(-D(G(z))) + sum(method.generator_loss_terms(...))``.
+4. Lazy path-length regularisation when ``i % path_reg_every == 0``:
+   ``path_reg_weight * path_reg_every * E (||J_w^T y|| - a)^2`` on ``batch // path_batch_shrink`` fakes.
+5. EMA: ``theta_ema <- beta theta_ema + (1 - beta) theta`` (when kept).
+
+Every random draw comes from a checkpointed source: latents, style-mixing cut points and the
+path-length probe ``y`` from the trainer's own ``torch.Generator``s; a method's own draws from the
+``torch.Generator`` attributes it keeps (see :meth:`Trainer.generators`); per-layer noise from torch's
+global RNG (see :func:`lfsgan.train.state.global_rng_state`); real batches from the sampler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from lfsgan.methods.base import Method
+from lfsgan.train.config import TrainConfig
+from lfsgan.train.ema import accumulate, make_ema
+from lfsgan.train.losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
+from lfsgan.train.optim import lazy_adam
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or a parameter became NaN/inf; training stops before the bad state is saved."""
+
+
+def derived_seed(seed: int, stream: str) -> int:
+    """An independent 63-bit seed for the named random ``stream`` of a run seeded with ``seed``."""
+    digest = hashlib.sha256(f"lfsgan:{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _set_requires_grad(params: list[nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def _check_finite(name: str, value: torch.Tensor, step: int) -> None:
+    if not bool(torch.isfinite(value).all()):
+        raise NonFiniteError(f"loss '{name}' is {value.detach().float().cpu().tolist()} at step {step}")
+
+
+class Trainer:
+    """Holds G, D, the EMA generator, both optimisers and the random streams; :meth:`step` runs one iteration.
+
+    ``method=None`` is source pretraining: all of G and D train, an EMA generator is kept, fakes use
+    style mixing with probability ``cfg.style_mixing``. With a method, its hooks decide what trains,
+    how latents are drawn and D is read, and which extra G terms are added; call ``method.setup``
+    *before* building the trainer (optimisers are built from the parameters it then reports).
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, cfg: TrainConfig, method: Method | None = None):
+        self.G, self.D, self.cfg = G, D, cfg
+        self.default = Method({"style_mixing": cfg.style_mixing})  # source latents and path-reg latents
+        self.method = method if method is not None else self.default
+        self.extra = self.method.extra_discriminator_modules()
+        self.g_params = [p for p in self.method.generator_parameters(G)]
+        self.d_params = [p for p in self.method.discriminator_parameters(D)]
+        if self.extra is not None:
+            self.d_params += list(self.extra.parameters())
+        self.g_optim = lazy_adam(self.g_params, cfg.lr_g, cfg.path_reg_every, cfg.path_reg_weight > 0)
+        self.d_optim = lazy_adam(self.d_params, cfg.lr_d, cfg.r1_every, cfg.r1_gamma > 0)
+        self.g_ema = make_ema(G) if (method is None or method.uses_ema) else None
+        self.ema_decay = cfg.resolved_ema_decay()
+        self.latent_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "latents"))
+        self.path_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "path_noise"))
+        device = next(G.parameters()).device
+        self.mean_path_length = torch.zeros((), device=device)  # running mean a of Eq. 4
+
+    # --- what a checkpoint holds -------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        mods = {"g": self.G, "d": self.D}
+        if self.g_ema is not None:
+            mods["g_ema"] = self.g_ema
+        if self.extra is not None:
+            mods["extra"] = self.extra
+        return mods
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"g_optim": self.g_optim, "d_optim": self.d_optim}
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """Every random stream a checkpoint must hold: the trainer's own, and any ``torch.Generator``
+        the method keeps as an attribute (e.g. for its extra loss terms), as ``method.<attr>``."""
+        gens = {"latents": self.latent_gen, "path_noise": self.path_gen}
+        gens.update({f"method.{k}": v for k, v in sorted(vars(self.method).items()) if isinstance(v, torch.Generator)})
+        return gens
+
+    def sample_generator(self) -> nn.Module:
+        """The generator that samples the run's output: the EMA one when kept."""
+        return self.g_ema if self.g_ema is not None else self.G
+
+    # --- one iteration -----------------------------------------------------------------------
+    def _fake(self, method: Method, step: int, batch: int) -> torch.Tensor:
+        latents = method.sample_latents(step, batch, self.G, self.latent_gen)
+        inject = int(torch.randint(1, self.G.n_latent, (), generator=self.latent_gen)) if len(latents) == 2 else None
+        return self.G(latents, inject_index=inject)  # [B, 3, H, W]
+
+    def step(self, step: int, real: torch.Tensor) -> dict[str, Any]:
+        """Run iteration ``step`` on the real batch ``real [B, 3, H, W]``; returns the losses (floats)."""
+        cfg, G, D, m = self.cfg, self.G, self.D, self.method
+        batch = real.shape[0]
+        out: dict[str, Any] = {"step": step, "kimg": (step + 1) * batch / 1000}
+
+        # 1. discriminator
+        _set_requires_grad(self.d_params, True)
+        with torch.no_grad():
+            fake = self._fake(m, step, batch)
+        fake_pred = m.discriminate(D, fake, step)  # [B, 1] or [B, 1, h, w]
+        real_pred = m.discriminate(D, real, step)
+        d_loss = d_logistic_loss(real_pred, fake_pred)
+        _check_finite("d_loss", d_loss, step)
+        self.d_optim.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optim.step()
+        out.update(d_loss=d_loss.item(), real_score=real_pred.mean().item(), fake_score=fake_pred.mean().item())
+
+        # 2. lazy R1 on reals
+        if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
+            real_r1 = real.detach().requires_grad_(True)
+            r1 = r1_penalty(m.discriminate(D, real_r1, step), real_r1)
+            _check_finite("r1", r1, step)
+            self.d_optim.zero_grad(set_to_none=True)
+            (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
+            self.d_optim.step()
+            out["r1"] = r1.item()
+
+        # 3. generator
+        _set_requires_grad(self.d_params, False)
+        fake = self._fake(m, step, batch)
+        g_loss = g_nonsaturating_loss(m.discriminate(D, fake, step))
+        _check_finite("g_loss", g_loss, step)
+        terms = m.generator_loss_terms(G, D, real, step)
+        for name, value in terms.items():
+            _check_finite(name, value, step)
+        g_total = g_loss + sum(terms.values()) if terms else g_loss
+        self.g_optim.zero_grad(set_to_none=True)
+        g_total.backward()
+        self.g_optim.step()
+        out.update(g_loss=g_loss.item(), g_extra=float(sum(v.item() for v in terms.values())))
+        out.update({name: v.item() for name, v in terms.items()})
+
+        # 4. lazy path-length regularisation
+        if cfg.path_reg_weight > 0 and step % cfg.path_reg_every == 0:
+            path = self._path_length(step, max(1, batch // cfg.path_batch_shrink))
+            self.g_optim.zero_grad(set_to_none=True)
+            (cfg.path_reg_weight * cfg.path_reg_every * path).backward()
+            self.g_optim.step()
+            out.update(path=path.item(), path_length=self.mean_path_length.item())
+        _set_requires_grad(self.d_params, True)
+
+        # 5. EMA
+        if self.g_ema is not None:
+            accumulate(self.g_ema, G, self.ema_decay)
+        return out
+
+    def _path_length(self, step: int, batch: int) -> torch.Tensor:
+        G = self.G
+        latents = self.default.sample_latents(step, batch, G, self.latent_gen)
+        inject = int(torch.randint(1, G.n_latent, (), generator=self.latent_gen)) if len(latents) == 2 else None
+        ws = G.make_ws([G.mapping(z) for z in latents], inject)  # [b, n_latent, D]
+        if not ws.requires_grad:  # mapping frozen: differentiate w.r.t. ws as a leaf
+            ws.requires_grad_(True)
+        img = G.synthesis(ws)  # [b, 3, H, W]
+        penalty, self.mean_path_length, _ = path_length_penalty(
+            img, ws, self.mean_path_length, self.cfg.path_decay, self.path_gen
+        )
+        _check_finite("path", penalty, step)
+        return penalty
