@@ -25,7 +25,8 @@ def plot_forgetting(matrices: dict[tuple[str, str], pd.DataFrame], metrics: list
     """Heatmap grid: rows = methods, columns = metrics; cell (t, s) = metric of task s after task t."""
     methods = sorted({m for m, _ in matrices})
     fig, axes = plt.subplots(
-        len(methods), len(metrics), figsize=(3.2 * len(metrics), 2.8 * len(methods)), squeeze=False
+        len(methods), len(metrics), figsize=(3.8 * len(metrics), 3.2 * len(methods)), squeeze=False,
+        layout="constrained",
     )
     for i, method in enumerate(methods):
         for j, metric in enumerate(metrics):
@@ -41,8 +42,10 @@ def plot_forgetting(matrices: dict[tuple[str, str], pd.DataFrame], metrics: list
                     ax.text(c, r, f"{v:.3g}", ha="center", va="center", fontsize=7, color="w")
             ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=45, ha="right", fontsize=7)
             ax.set_yticks(range(len(mat.index)), [f"after {t}" for t in mat.index], fontsize=7)
+            if j > 0:
+                ax.set_yticklabels([])
             ax.set_title(f"{method}: {metric}", fontsize=9)
-            fig.colorbar(im, ax=ax, fraction=0.046)
+            fig.colorbar(im, ax=ax, fraction=0.046).ax.tick_params(labelsize=6)
     fig.suptitle("Forgetting matrix: metric of task (column) after learning task (row)", fontsize=10)
     _save(fig, path)
 
@@ -50,7 +53,7 @@ def plot_forgetting(matrices: dict[tuple[str, str], pd.DataFrame], metrics: list
 def plot_along_tasks(df: pd.DataFrame, metrics: list[str], path: str | Path) -> None:
     """Each metric of the task just learnt (s = t), along the sequence, one line per method."""
     diag = df[df["after_task"] == df["task"]]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3), squeeze=False, layout="constrained")
     for ax, metric in zip(axes[0], metrics):
         for method, g in diag.groupby("method"):
             g = g.sort_values("task_index")

@@ -1,0 +1,184 @@
+"""Images per second of one training iteration (``lfsgan.train.Trainer.step``) for every method, beside
+fine-tuning in the same run; and the cost of LeFT's weight reconstruction, TensorLy vs hand-written
+``torch.einsum``.
+
+One iteration = D step + G step (+ the method's loss terms), lazy R1 every 16 and path length every
+4 iterations: the mean over ``--steps`` consecutive iterations (a multiple of 16 holds the
+regularisers in their true proportion) after ``--warmup`` plain ones. Variants:
+
+- ``finetune``, ``ewc`` (Fisher = random positive tensors: same cost as a real one), ``piggyback``;
+- ``lfsgan-left``: LeFT only (no patch D, no mode seeking) — the cost of rebuilding every weight on
+  every forward; target ≤ 1.3× fine-tuning's time;
+- ``lfsgan-patch``: LeFT + CDC anchor/patch D;
+- ``lfsgan``: the full method (+ cluster-wise mode seeking on 4·B extra samples with LPIPS-VGG; a
+  random-backbone LPIPS here, the same cost as the real one).
+
+Configs: the demo (size 32, channel_max 64, style_dim 64, n_mlp 4, batch 16) and, with ``--full``,
+256 px / multiplier 2 / style_dim 512 / n_mlp 8 / batch 4 (use a GPU; ``--full-size`` scales it down).
+Wall-clock and process CPU time are both printed; on a CPU shared with other jobs trust the latter.
+
+    python benchmarks/methods_step.py [--device auto] [--threads N] [--steps 16] [--full] [--only demo|full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lfsgan.methods import TaskContext, make_method
+from lfsgan.methods.left import LeFTConv, LeFTFC
+from lfsgan.models import Discriminator, Generator
+from lfsgan.train import TrainConfig, Trainer
+
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "finetune": ("finetune", {}),
+    "ewc": ("ewc", {}),
+    "piggyback": ("piggyback", {}),
+    "lfsgan-left": ("lfsgan", {"mode_seeking": "off", "patch_d": False}),
+    "lfsgan-patch": ("lfsgan", {"mode_seeking": "off"}),
+    "lfsgan": ("lfsgan", {}),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _models(model: dict, device: torch.device) -> tuple[Generator, Discriminator]:
+    torch.manual_seed(0)
+    G = Generator(model["size"], style_dim=model["style_dim"], n_mlp=model["n_mlp"],
+                  channel_multiplier=model["channel_multiplier"], channel_max=model["channel_max"])
+    D = Discriminator(model["size"], channel_multiplier=model["channel_multiplier"], channel_max=model["channel_max"])
+    return G.to(device), D.to(device)
+
+
+def seconds_per_iteration(variant: str, model: dict, batch: int, device: torch.device, steps: int,
+                          warmup: int) -> tuple[float, float]:
+    """(wall-clock s, process CPU s) per iteration; CPU time is the robust one on a shared machine."""
+    kind, options = VARIANTS[variant]
+    G, D = _models(model, device)
+    source = ({k: v.clone() for k, v in G.state_dict().items()}, {k: v.clone() for k, v in D.state_dict().items()})
+    extras = {"fisher": {k: torch.rand_like(p) * 1e-6 for k, p in G.named_parameters()}}
+    method = make_method(kind, options)
+    if kind == "lfsgan" and options.get("mode_seeking", "intended") != "off":
+        import lpips
+
+        method.lpips_model = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).to(device).eval()
+    method.setup(G, D, TaskContext(0, "bench", *source, device=device, extras=extras))
+    trainer = Trainer(G, D, TrainConfig(batch=batch, device=device.type), method)
+    real = torch.rand(batch, 3, model["size"], model["size"], generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    for i in range(warmup):
+        trainer.step(1 + 4 * i, real)  # plain patch-D iterations (no R1, no path length, not anchors)
+    _sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(steps):
+        trainer.step(i, real)
+    _sync(device)
+    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+
+
+# --- LeFT reconstruction: TensorLy vs hand-written einsum -----------------------------------------
+def einsum_reconstruction(adapter: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor | None):
+    """methods.md §1.3a/b with ``torch.einsum`` only (the reference the TensorLy version must match)."""
+    if isinstance(adapter, LeFTFC):
+        w = weight * torch.einsum("or,ir->oi", adapter.U_m, adapter.V_m)
+        if adapter.use_add:
+            w = w + torch.einsum("or,ir->oi", adapter.U_a, adapter.V_a)
+        b = None if bias is None else bias * adapter.beta_m + (adapter.beta_a if adapter.use_add else 0)
+        return w, b
+    assert isinstance(adapter, LeFTConv)
+    m1 = torch.einsum("oq,sqk->sok", adapter.A, adapter.T)
+    if adapter.use_add:
+        m1 = m1 + torch.einsum("oq,kq->ok", adapter.P, adapter.Q)
+    if adapter.use_act:
+        m1 = torch.relu(m1)
+    c_out, c_in, k = weight.shape[1], weight.shape[2], adapter.kernel_size
+    w = weight * torch.einsum("is,sok->oik", adapter.B, m1).reshape(c_out, c_in, k, k)
+    if adapter.use_add:
+        w = w + torch.einsum("iq,kq->ik", adapter.R, adapter.S).reshape(c_in, k, k)
+    return w, bias
+
+
+def reconstruction_seconds(model: dict, device: torch.device, reps: int) -> dict[str, float]:
+    """Forward + backward of rebuilding every adapted weight of G once (loss = Σ sums), per implementation.
+
+    The two implementations alternate (and swap order) rep by rep and the median is reported, so drift in a shared
+    machine's load hits both alike.
+    """
+    G, D = _models(model, device)
+    method = make_method("lfsgan", {})
+    method.attach_left(G, seed=0)
+    layers = dict(G.named_modules())
+    pairs = [(a, layers[name]) for name, a in method.adapters.items()]
+    params = method.generator_parameters(G)
+    impls = {"tensorly": lambda a, l: a(l.weight, getattr(l, "bias", None)),
+             "einsum": lambda a, l: einsum_reconstruction(a, l.weight, getattr(l, "bias", None))}
+
+    def once(fn) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        total = 0
+        for a, l in pairs:
+            w, b = fn(a, l)
+            total = total + w.sum() + (0 if b is None else b.sum())
+        torch.autograd.grad(total, params)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    for rep in range(reps + 1):
+        for label, fn in sorted(impls.items(), reverse=rep % 2 == 1):  # alternate which goes first
+            t = once(fn)
+            if rep:  # rep 0 is warm-up
+                times[label].append(t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--full", action="store_true", help="also 256 px / multiplier 2 / batch 4")
+    ap.add_argument("--only", choices=["demo", "full"], default=None)
+    ap.add_argument("--full-size", type=int, default=256, help="resolution of the --full config (256 = the paper's)")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--reconstruction-only", action="store_true", help="skip the training steps (e.g. 256 px on a CPU)")
+    ap.add_argument("--reps", type=int, default=10, help="repetitions of the reconstruction timing")
+    args = ap.parse_args()
+
+    device = TrainConfig(device=args.device).resolved_device()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}")
+    configs = []
+    if args.only != "full":
+        configs.append(("demo", dict(size=32, channel_max=64, channel_multiplier=2, style_dim=64, n_mlp=4), 16))
+    if args.full or args.only == "full":
+        configs.append((f"paper-{args.full_size}", dict(size=args.full_size, channel_max=512, channel_multiplier=2,
+                                                        style_dim=512, n_mlp=8), 4))
+    variants = ["finetune"] + [v for v in args.variants if v != "finetune"]
+    for label, model, batch in configs:
+        print(f"\n{label}: {model}, batch {batch}")
+        if not args.reconstruction_only:
+            print(f"{args.steps} iterations after {args.warmup} warm-up\n"
+                  f"{'variant':<14} {'s/iter':>9} {'img/s':>9} {'x finetune':>11} {'cpu-s/iter':>11} {'x finetune':>11}")
+            base = None
+            for v in variants:
+                sec, cpu = seconds_per_iteration(v, model, batch, device, args.steps, args.warmup)
+                base = base or (sec, cpu)
+                print(f"{v:<14} {sec:>9.4f} {batch / sec:>9.2f} {sec / base[0]:>10.2f}x {cpu:>11.4f} "
+                      f"{cpu / base[1]:>10.2f}x", flush=True)
+        rec = reconstruction_seconds(model, device, reps=args.reps)
+        print(f"LeFT reconstruction of all weights, fwd+bwd: tensorly {rec['tensorly'] * 1e3:.2f} ms, "
+              f"einsum {rec['einsum'] * 1e3:.2f} ms (ratio {rec['tensorly'] / rec['einsum']:.2f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

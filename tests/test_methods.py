@@ -1,0 +1,432 @@
+"""Methods: LeFT (identity at init, gradients, parameter counts), cluster-wise mode seeking, CDC
+anchor/patch D, fine-tuning, EWC, Piggyback; forgetting (rebuild after later tasks) for LFS-GAN and
+Piggyback through the real training step (:class:`lfsgan.train.Trainer`)."""
+
+from __future__ import annotations
+
+import json
+
+import lpips
+import pytest
+import tensorly as tl
+import torch
+import torch.nn.functional as F
+
+from lfsgan.fisher import fisher_diagonal
+from lfsgan.io import load_checkpoint, save_checkpoint
+from lfsgan.methods import METHODS, TaskContext, make_method
+from lfsgan.methods.adapters import count_tensors
+from lfsgan.methods.ewc import ewc_penalty
+from lfsgan.methods.left import LeFTConv, LeFTFC, dyadic_partition
+from lfsgan.methods.lfsgan import patch_feature_index
+from lfsgan.methods.mode_seeking import assign_clusters, cluster_pairs, mode_seeking_loss
+from lfsgan.methods.piggyback import n_free, piggyback_param_count
+from lfsgan.models import Discriminator, Generator
+from lfsgan.train import TrainConfig, Trainer
+
+torch.set_num_threads(1)  # small tensors: threads only add contention
+
+SIZE = 16
+GKW = dict(style_dim=32, n_mlp=2, channel_max=32)
+DKW = dict(channel_max=32)
+CFG = TrainConfig(batch=4, r1_every=2, path_reg_every=2, seed=0)
+
+
+def tiny_models(seed: int = 0) -> tuple[Generator, Discriminator]:
+    torch.manual_seed(seed)
+    return Generator(SIZE, **GKW), Discriminator(SIZE, **DKW)
+
+
+@pytest.fixture(scope="module")
+def source():
+    G, D = tiny_models(0)
+    return ({k: v.clone() for k, v in G.state_dict().items()}, {k: v.clone() for k, v in D.state_dict().items()})
+
+
+@pytest.fixture(scope="module")
+def lpips_vgg():
+    torch.manual_seed(0)
+    return lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).eval()
+
+
+@pytest.fixture(scope="module")
+def G256():
+    torch.manual_seed(0)
+    return Generator(256)  # 30,034,338 parameters, ~0.3 s on the CPU
+
+
+def real_batch(seed: int, n: int = 4) -> torch.Tensor:
+    return torch.rand(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def images(G: Generator, seed: int = 123, n: int = 4) -> torch.Tensor:
+    z = torch.randn(n, G.style_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return G(z, noise_mode="const")
+
+
+def train_task(method, source, task_index, previous, steps=2, extras=None):
+    """``method.setup`` + ``steps`` real Trainer iterations on a fixed real batch; returns (G, D, state)."""
+    G, D = tiny_models(100 + task_index)
+    ctx = TaskContext(task_index, f"t{task_index}", source[0], source[1], previous=list(previous),
+                      seed=task_index, extras=extras or {})
+    method.setup(G, D, ctx)
+    trainer = Trainer(G, D, CFG, method)
+    torch.manual_seed(task_index)
+    for step in range(steps):
+        trainer.step(step, real_batch(task_index))
+    return G, D, method.task_state(G, D)
+
+
+def roundtrip(state, tmp_path, name):
+    save_checkpoint(tmp_path / f"{name}.pt", state, {"name": name})
+    return load_checkpoint(tmp_path / f"{name}.pt")[0]
+
+
+# --- options -----------------------------------------------------------------------------------
+def test_registry_and_option_checking():
+    assert set(METHODS) == {"finetune", "ewc", "piggyback", "lfsgan"}
+    for kind in METHODS:
+        m = make_method(kind, {})
+        assert m.name == kind
+        json.dumps(m.meta())  # meta is JSON
+        with pytest.raises(ValueError, match="unknown option.*'bogus'"):
+            make_method(kind, {"bogus": 1})
+    with pytest.raises(ValueError, match="unknown method kind"):
+        make_method("lora", {})
+    for bad in ({"rank": 0}, {"init": "random"}, {"mode_seeking": "yes"}, {"use_add": "true"}):
+        with pytest.raises(ValueError, match="lfsgan"):
+            make_method("lfsgan", bad)
+    with pytest.raises(ValueError, match="lambda_u"):
+        make_method("piggyback", {"lambda_u": 0})
+    with pytest.raises(ValueError, match="lambda"):
+        make_method("ewc", {"lambda": -1.0})
+
+
+# --- LeFT --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("init,rank", [("trainable", 1), ("trainable", 2), ("trainable", 3), ("trainable", 4),
+                                       ("faithful", 1)])
+def test_left_reproduces_source_at_init(source, init, rank):
+    G, _ = tiny_models(5)
+    G.load_state_dict(source[0])
+    ref = images(G)
+    m = make_method("lfsgan", {"init": init, "rank": rank})
+    m.attach_left(G, seed=7)
+    out = images(G)
+    assert (out - ref).abs().max().item() <= 1e-6
+    if init == "trainable":  # dyadic construction: exactly the identity
+        assert torch.equal(out, ref)
+    assert tl.get_backend() == "numpy"  # TensorLy's backend did not leak
+
+
+def test_dyadic_partition_sums_exactly():
+    g = torch.Generator().manual_seed(0)
+    for parts in (1, 2, 3, 5, 8):
+        for total in (0.5, 1.0, 2.0):
+            p = dyadic_partition(1000, parts, total, 0.1, g)
+            assert torch.all(p.sum(1) == total) and torch.all(p.flip(1).sum(1) == total)
+            if parts > 1:
+                assert p.std(1).min() > 0  # symmetry actually broken
+
+
+def test_left_conv_tensorly_matches_handwritten_formula():
+    """§1.3b with torch.einsum, independently of the TensorLy version (values and gradients)."""
+    g = torch.Generator().manual_seed(0)
+    mod = LeFTConv(6, 5, 3, rank=3, use_add=True, use_act=True, init="trainable", noise=0.2, generator=g)
+    with torch.no_grad():
+        for p in mod.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    W = torch.randn(1, 6, 5, 3, 3, generator=g)
+    out, _ = mod(W, None)
+    A, T, B, P, Q, R, S = (getattr(mod, k) for k in "ATBPQRS")
+    m1 = torch.relu(torch.einsum("oq,sqk->sok", A, T) + torch.einsum("oq,kq->ok", P, Q)[None])
+    m2 = torch.einsum("is,sok->oik", B, m1)
+    ref = W * m2.reshape(1, 6, 5, 3, 3) + torch.einsum("iq,kq->ik", R, S).reshape(1, 1, 5, 3, 3)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    g1 = torch.autograd.grad(out.square().sum(), list(mod.parameters()))
+    g2 = torch.autograd.grad(ref.square().sum(), list(mod.parameters()))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    fc = LeFTFC(4, 7, rank=2, init="trainable", generator=g)
+    with torch.no_grad():
+        fc.U_a.add_(1.0)
+    W2, b2 = torch.randn(4, 7, generator=g), torch.randn(4, generator=g)
+    w_hat, b_hat = fc(W2, b2)
+    torch.testing.assert_close(w_hat, W2 * (fc.U_m @ fc.V_m.T) + fc.U_a @ fc.V_a.T)
+    torch.testing.assert_close(b_hat, b2 * fc.beta_m + fc.beta_a)
+
+
+ADDITIVE = {"LeFTFC": ("U_a", "V_a"), "LeFTConv": ("P", "Q", "R", "S")}
+ZERO_PARTNER = {"U_a", "P", "R"}  # the zero-initialised factor of each pair (trainable init)
+
+
+def _left_grads(source, init, rank=1):
+    G, _ = tiny_models(5)
+    G.load_state_dict(source[0])
+    m = make_method("lfsgan", {"init": init, "rank": rank})
+    m.attach_left(G, seed=3)
+    z = torch.randn(4, G.style_dim, generator=torch.Generator().manual_seed(1))
+    G(z, noise_mode="const").square().mean().backward()
+    return m
+
+
+def test_faithful_additive_factors_get_exactly_zero_gradient(source):
+    m = _left_grads(source, "faithful")
+    for a in m.adapters.values():
+        for k in ADDITIVE[type(a).__name__]:
+            assert torch.count_nonzero(getattr(a, k).grad) == 0, k
+    assert sum(a.beta_a.grad.abs().sum() for a in m.adapters.values() if isinstance(a, LeFTFC)) > 0
+
+
+def test_trainable_additive_factors_get_gradient(source):
+    m = _left_grads(source, "trainable")
+    for kind, names in ADDITIVE.items():
+        for k in names:
+            if k in ZERO_PARTNER:
+                total = sum(getattr(a, k).grad.abs().sum() for a in m.adapters.values() if type(a).__name__ == kind)
+                assert total > 0, k
+
+
+def test_rank_components_diverge_only_with_trainable_init(source):
+    """§1.3d: with constant init the r components get identical updates forever; with noise they don't."""
+    spread = {}
+    for init in ("faithful", "trainable"):
+        G, D = tiny_models(5)
+        m = make_method("lfsgan", {"init": init, "rank": 2, "mode_seeking": "off", "patch_d": False})
+        m.setup(G, D, TaskContext(0, "t", source[0], source[1], seed=0))
+        trainer = Trainer(G, D, CFG, m)
+        torch.manual_seed(0)
+        for step in range(2):
+            trainer.step(step, real_batch(0))
+        conv, fc = m.adapters["convs.0.conv"], m.adapters["style.1"]
+        spread[init] = max((conv.B[:, 0] - conv.B[:, 1]).abs().max().item(),
+                           (fc.V_m[:, 0] - fc.V_m[:, 1]).abs().max().item())
+    assert spread["faithful"] == 0.0
+    assert spread["trainable"] > 1e-4
+
+
+@pytest.mark.parametrize("rank,use_add,expected", [(1, True, 108_446), (2, True, 191_540), (4, True, 358_472),
+                                                   (1, False, 54_161)])
+def test_left_parameter_count_at_256(G256, rank, use_add, expected):
+    m = make_method("lfsgan", {"rank": rank, "use_add": use_add})
+    m.attach_left(G256, seed=0)
+    assert count_tensors(m.task_state(G256, None)) == expected
+    assert sum(p.numel() for p in m.generator_parameters(G256)) == expected
+    assert sum(p.numel() for p in G256.parameters() if p.requires_grad) == expected
+
+
+# --- mode seeking ------------------------------------------------------------------------------
+def reference_mode_seeking(z, w, feats, x, clusters, n_clusters, variant):
+    """§1.6 written as the released loops (F.l1_loss per pair), with the chosen pairing."""
+    S, C = 0.0, 0
+    for b in range(n_clusters):
+        members = (clusters == b).nonzero().flatten().tolist()
+        if len(members) < 2:
+            continue
+        C += 1
+        idx = members if variant == "intended" else list(range(len(members)))
+        for a in range(len(idx)):
+            for c in range(a + 1, len(idx)):
+                i, j = idx[a], idx[c]
+                dw = F.l1_loss(w[i], w[j])
+                S = S + dw / F.l1_loss(z[i], z[j])
+                S = S + sum(F.l1_loss(f[i], f[j]) for f in feats) / len(feats) / dw
+                S = S + F.l1_loss(x[i], x[j]) / dw
+    return 1 / (S / C + 1e-5)
+
+
+def _ms_inputs(seed, n=12):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 8, generator=g, requires_grad=True)
+    w = (z @ torch.randn(8, 8, generator=g)).tanh()
+    feats = [(w @ torch.randn(8, 2 * 9, generator=g)).reshape(n, 2, 3, 3), (w @ torch.randn(8, 16, generator=g)).reshape(n, 1, 4, 4)]
+    x = (w @ torch.randn(8, 3 * 16, generator=g)).reshape(n, 3, 4, 4)
+    return z, w, feats, x
+
+
+@pytest.mark.parametrize("variant", ["intended", "faithful"])
+def test_mode_seeking_matches_reference_and_is_finite(variant):
+    for seed in range(6):
+        z, w, feats, x = _ms_inputs(seed)
+        g = torch.Generator().manual_seed(seed)
+        clusters = torch.randint(4, (12,), generator=g)
+        if seed == 0:
+            clusters = torch.zeros(12, dtype=torch.long)  # everything in one cluster
+        if seed == 1:
+            clusters = torch.tensor([0, 1, 2, 3] * 2 + [1, 2, 3, 3])
+        loss, info = mode_seeking_loss(z, w, feats, x, clusters, 4, variant)
+        ref = reference_mode_seeking(z, w, feats, x, clusters, 4, variant)
+        assert torch.isfinite(loss) and info["ms_clusters"] >= 1
+        torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-7)
+        (gz,) = torch.autograd.grad(loss, z, retain_graph=True)
+        (gz_ref,) = torch.autograd.grad(ref, z)
+        assert torch.isfinite(gz).all() and gz.abs().sum() > 0  # flows through numerators and denominators
+        torch.testing.assert_close(gz, gz_ref, rtol=1e-4, atol=1e-8)
+
+
+def test_mode_seeking_pairings_and_empty_case():
+    clusters = torch.tensor([2, 0, 2, 1, 2, 0])
+    I, J, C = cluster_pairs(clusters, 3, "intended")
+    assert C == 2 and sorted(zip(I.tolist(), J.tolist())) == [(0, 2), (0, 4), (1, 5), (2, 4)]
+    I, J, C = cluster_pairs(clusters, 3, "faithful")  # the released bug: first L_b batch indices
+    assert C == 2 and sorted(zip(I.tolist(), J.tolist())) == [(0, 1), (0, 1), (0, 2), (1, 2)]
+    z, w, feats, x = _ms_inputs(0, n=3)
+    loss, info = mode_seeking_loss(z, w, feats, x, torch.tensor([0, 1, 2]), 3)
+    assert loss.item() == 0.0 and info["ms_clusters"] == 0
+
+
+def test_lpips_cluster_assignment(lpips_vgg):
+    real = real_batch(3)  # [4, 3, 16, 16]
+    order = torch.tensor([2, 0, 3, 3, 1, 0, 2, 1])
+    fakes = real[order]
+    assert torch.equal(assign_clusters(fakes, real, lpips_vgg), order)
+    fakes = real_batch(4, n=6)  # unrelated images: same argmin as calling LPIPS pair by pair
+    with torch.no_grad():
+        brute = torch.stack([lpips_vgg(fakes, y[None].expand(6, -1, -1, -1)).flatten() for y in real], 1)
+    assert torch.equal(assign_clusters(fakes, real, lpips_vgg), brute.argmin(1))
+
+
+def test_lfsgan_mode_seeking_term_uses_generator(source, lpips_vgg):
+    G, D = tiny_models(1)
+    m = make_method("lfsgan", {"mode_seeking": "intended"})
+    m.lpips_model = lpips_vgg
+    m.setup(G, D, TaskContext(0, "t", source[0], source[1], seed=0))
+    terms = m.generator_loss_terms(G, D, real_batch(0), step=1)
+    assert set(terms) == {"mode_seeking"} and torch.isfinite(terms["mode_seeking"])
+    terms["mode_seeking"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.generator_parameters(G))
+    assert m.last_info["ms_clusters"] >= 1
+    assert make_method("lfsgan", {"mode_seeking": "off"}).generator_loss_terms(G, D, real_batch(0), 1) == {}
+
+
+# --- CDC anchor / patch D ----------------------------------------------------------------------
+def test_patch_feature_index():
+    assert patch_feature_index(256) == 3  # 32x32, CDC's 512-ch map
+    assert patch_feature_index(32) == 2 and patch_feature_index(16) == 1 and patch_feature_index(8) == 0
+    assert patch_feature_index(1024) == 5
+
+
+def test_anchor_and_patch_steps(source):
+    G, D = tiny_models(2)
+    m = make_method("lfsgan", {"n_anchors": 3})
+    m.setup(G, D, TaskContext(0, "t", source[0], source[1], seed=4))
+    anchors = m.anchors.clone()
+    gen = torch.Generator().manual_seed(0)
+    (z,) = m.sample_latents(0, 5, G, gen)  # anchor step: one latent, near an anchor
+    dist = (z[:, None] - anchors[None]).abs().amax(2).min(1).values
+    assert z.shape == (5, G.style_dim) and dist.max() < 0.1 * 5
+    assert m.discriminate(D, real_batch(0), 0).shape == (4, 1)
+    assert m.discriminate(D, real_batch(0), 1).shape == (4, 1, 8, 8)  # 16 px -> 8x8 patch logits
+    assert m.extra_discriminator_modules() is m.patch_head
+    m2 = make_method("lfsgan", {"n_anchors": 3})
+    m2.setup(*tiny_models(3), TaskContext(0, "t", source[0], source[1], seed=4))
+    assert torch.equal(m2.anchors, anchors)  # drawn from the seed
+    m3 = make_method("lfsgan", {"patch_d": False})
+    m3.setup(G, D, TaskContext(0, "t", source[0], source[1], seed=4))
+    assert m3.discriminate(D, real_batch(0), 1).shape == (4, 1) and m3.extra_discriminator_modules() is None
+
+
+# --- forgetting --------------------------------------------------------------------------------
+def test_lfsgan_task_rebuilt_after_later_tasks_is_identical(source, lpips_vgg, tmp_path):
+    def method():
+        m = make_method("lfsgan", {"rank": 2})
+        m.lpips_model = lpips_vgg
+        return m
+
+    states, after = [], []
+    for t in range(3):
+        G, D, state = train_task(method(), source, t, states)
+        G.requires_grad_(False)
+        after.append(images(G))
+        states.append(roundtrip(state, tmp_path, f"lfs{t}"))
+        assert not torch.equal(after[-1], images(method().rebuild(tiny_models(9)[0], source[0], [])))  # it trained
+        # the frozen base never moved
+        assert all(torch.equal(v, source[0][k]) for k, v in G.state_dict().items() if ".adapter." not in k)
+    for t in range(3):
+        G = method().rebuild(tiny_models(9)[0], source[0], states[: t + 1])
+        assert torch.equal(images(G), after[t])
+
+
+def test_piggyback_task_rebuilt_after_later_tasks_is_identical(source, tmp_path):
+    states, after = [], []
+    for t in range(3):
+        G, D, state = train_task(make_method("piggyback"), source, t, states)
+        after.append(images(G))
+        states.append(roundtrip(state, tmp_path, f"pb{t}"))
+        if t > 0:  # the bank holds the earlier tasks' free filters unchanged
+            a = dict(G.named_modules())["convs.1.conv.adapter"]
+            banked = torch.cat([s["filters"]["convs.1.conv"]["free"] for s in states[:t]])
+            assert torch.equal(a.banked, banked)
+    for t in range(3):
+        G = make_method("piggyback").rebuild(tiny_models(9)[0], source[0], states[: t + 1])
+        assert torch.equal(images(G), after[t])
+        assert count_tensors(states[t]) == piggyback_param_count(G, t, 0.25, fc=False)
+    # init "previous": task 3 starts exactly where task 2 ended (its W zero-padded for the new bank rows)
+    G, D = tiny_models(9)
+    make_method("piggyback", {"init": "previous"}).setup(G, D, TaskContext(3, "t3", *source, previous=states))
+    torch.testing.assert_close(images(G), after[2], rtol=0, atol=1e-6)
+
+
+def test_piggyback_starts_at_source_and_counts(source, G256):
+    for fc in (False, True):
+        G, D = tiny_models(6)
+        m = make_method("piggyback", {"fc": fc})
+        m.setup(G, D, TaskContext(0, "t", source[0], source[1]))
+        ref, _ = tiny_models(6)
+        ref.load_state_dict(source[0])
+        assert torch.equal(images(G), images(ref))
+        trainable = sum(p.numel() for p in m.generator_parameters(G))
+        assert trainable == count_tensors(m.task_state(G, D)) == piggyback_param_count(G, 0, 0.25, fc)
+    # the per-layer formula by hand: a 3x3 conv 32->32 at task t=2, n_u = 8, n_p = 24, bank 32 + 2*8
+    assert n_free(32, 0.25) == 8 and n_free(3, 0.25) == 1
+    conv = dict(G.named_modules())["convs.1.conv"]
+    assert conv.weight.shape == (1, 32, 32, 3, 3)
+    # StyleGAN2-256 conv filters only, bank = source (methods.md §3.3: ≈ 7.76 M per task, + biases)
+    biases = sum(p.numel() for k, p in G256.named_parameters() if k.endswith("bias"))
+    assert piggyback_param_count(G256, 0, 0.25, fc=False) - biases == pytest.approx(7.76e6, rel=2e-3)
+
+
+# --- fine-tuning and EWC -----------------------------------------------------------------------
+def test_finetune_chains_from_previous_task(source):
+    G, D, s0 = train_task(make_method("finetune"), source, 0, [])
+    assert set(s0) == {"g"} and count_tensors(s0) == sum(p.numel() for p in G.state_dict().values())
+    G1, D1 = tiny_models(7)
+    make_method("finetune").setup(G1, D1, TaskContext(1, "t1", source[0], source[1], previous=[s0]))
+    assert all(torch.equal(G1.state_dict()[k], v) for k, v in s0["g"].items())
+    assert all(torch.equal(D1.state_dict()[k], v) for k, v in source[1].items())
+
+
+@pytest.fixture(scope="module")
+def fisher(source):
+    G, D = tiny_models(0)
+    G.load_state_dict(source[0])
+    D.load_state_dict(source[1])
+    return fisher_diagonal(G, D, n_samples=8, batch_size=2, seed=0, progress=False)
+
+
+def test_ewc_penalty_zero_at_source_and_quadratic(source, fisher):
+    G, _ = tiny_models(0)
+    G.load_state_dict(source[0])
+    src = {k: v.clone() for k, v in source[0].items()}
+    assert ewc_penalty(G, fisher, src, 5e8).item() == 0.0
+    delta = {k: torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 1e-2 for k, p in G.named_parameters()}
+    values = []
+    for alpha in (1.0, 2.0, 4.0):
+        with torch.no_grad():
+            for k, p in G.named_parameters():
+                p.copy_(src[k] + alpha * delta[k])
+        values.append(ewc_penalty(G, fisher, src, 1.0).item())
+    assert values[0] > 0
+    assert values[1] / values[0] == pytest.approx(4.0, rel=1e-3) and values[2] / values[0] == pytest.approx(16.0, rel=1e-3)
+
+
+def test_ewc_larger_lambda_stays_closer_to_source(source, fisher):
+    with pytest.raises(KeyError, match="fisher"):
+        train_task(make_method("ewc"), source, 0, [])
+    weighted, plain = {}, {}
+    for lam in (0.0, 1e7, 1e9):
+        G, _, _ = train_task(make_method("ewc", {"lambda": lam}), source, 0, [], steps=6, extras={"fisher": fisher})
+        weighted[lam] = ewc_penalty(G, fisher, source[0], 1.0).item()  # Σ F (θ − θ_S)²
+        plain[lam] = sum((p - source[0][k]).pow(2).sum().item() for k, p in G.named_parameters())
+    assert weighted[1e9] < 0.1 * weighted[0.0] and weighted[1e7] < 0.1 * weighted[0.0]
+    assert plain[1e9] < plain[1e7] < plain[0.0]
