@@ -26,13 +26,13 @@ stop_pid() {  # stop_pid NAME PID: SIGTERM, wait up to 20 s, then SIGKILL
 
 rc=0
 if [ -s "$D/run/slurmctld.pid" ] && alive "$(cat "$D/run/slurmctld.pid")"; then
-    jobs="$(squeue -h -o %i 2>/dev/null | tr '\n' ' ')"
+    jobs="$(timeout 10 squeue -h -o %i 2>/dev/null | tr '\n' ' ')"
     if [ -n "${jobs// }" ]; then
         echo "down.sh: cancelling jobs $jobs"
         # shellcheck disable=SC2086
-        scancel $jobs 2>/dev/null
+        timeout 10 scancel $jobs 2>/dev/null
         for _ in $(seq 300); do
-            [ -z "$(squeue -h -t PENDING,RUNNING,SUSPENDED,COMPLETING -o %i 2>/dev/null)" ] && break
+            [ -z "$(timeout 5 squeue -h -t PENDING,RUNNING,SUSPENDED,COMPLETING -o %i 2>/dev/null)" ] && break
             sleep 0.1
         done
     fi

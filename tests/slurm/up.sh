@@ -7,6 +7,7 @@
 #                      pid files, the job-completion log and `env.sh`.
 #   LFSGAN_SLURM_GPUS  number of fake GPUs on the node (default 1; 0 = no GRES at all).
 #   LFSGAN_SLURM_CPUS  CPUs the node advertises (default: nproc).
+#   LFSGAN_SLURM_MIN_JOB_AGE  seconds a finished job stays visible to squeue (default 3600).
 #
 # Written and removed again by tests/slurm/down.sh:
 #   /etc/slurm/slurm.conf, /etc/slurm/gres.conf. The compiled-in path is required: the
@@ -19,9 +20,13 @@
 #     finished job goes to $LFSGAN_SLURM_DIR/jobcomp.txt (JobCompType=jobcomp/filetxt);
 #   - proctrack/linuxproc, task/none, jobacct_gather/none (no cgroups);
 #   - DefMemPerCPU so a job without --mem does not take the whole node;
-#   - MinJobAge=300 keeps finished jobs visible to `squeue` long enough for the status checks;
-#   - fake GPUs: GresTypes=gpu, Gres=gpu:N, and one existing file per GPU in gres.conf (a GPU
-#     without File= is dropped by slurmd and the node is drained: pitfall P3); at most 5.
+#   - MinJobAge (default 3600 s) keeps finished jobs visible to `squeue`/`scontrol`: the
+#     profile's squeue status checks need >= 3 x init-seconds, and the tests read each job's
+#     comment (`rule_<name>`, set by the snakemake plugin; jobcomp/filetxt does not record it);
+#   - fake GPUs: GresTypes=gpu, Gres=gpu:N, and one character device per GPU in gres.conf
+#     (/dev/null, /dev/zero, ...; at most 5). A GPU without File= is dropped by slurmd and the
+#     node drained (pitfall P3); a regular file is rejected ("not a valid character or block
+#     device") and CUDA_VISIBLE_DEVICES is then not set in jobs.
 #
 # Prints the daemons' PIDs and the state dir, and writes them to $LFSGAN_SLURM_DIR/env.sh.
 set -euo pipefail
@@ -38,7 +43,9 @@ die() { echo "up.sh: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (starts slurmd and munged)"
 command -v slurmctld >/dev/null || die "slurm is not installed: run tests/slurm/install.sh"
+FAKE_DEVS=(/dev/null /dev/zero /dev/full /dev/random /dev/urandom)
 case "$GPUS" in ''|*[!0-9]*) die "LFSGAN_SLURM_GPUS must be a whole number, got '$GPUS'";; esac
+[ "$GPUS" -le "${#FAKE_DEVS[@]}" ] || die "at most ${#FAKE_DEVS[@]} fake GPUs (LFSGAN_SLURM_GPUS=$GPUS)"
 for f in "$CONF" "$GRES_CONF"; do
     if [ -e "$f" ] && ! grep -qF "$MARK" "$f"; then
         die "$f exists and was not written by this script; refusing to overwrite a real SLURM config"
@@ -51,6 +58,9 @@ fi
 
 mkdir -p "$D"/{state,spool,log,run}
 D="$(cd "$D" && pwd)"
+# Never leave a half-started cluster behind: a slurm.conf without a live controller makes every
+# SLURM client (and `snakemake`, whose slurm plugin calls `scontrol show config`) hang.
+trap 'echo "up.sh: failed; cleaning up with down.sh" >&2; LFSGAN_SLURM_DIR="$D" bash "$(dirname "${BASH_SOURCE[0]}")/down.sh" >&2' ERR
 mkdir -p /etc/slurm
 
 # --- munge -----------------------------------------------------------------------------------
@@ -67,7 +77,7 @@ else
         munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break
         sleep 0.1
     done
-    munge -n | unmunge >/dev/null || die "munged did not start"
+    munge -n | unmunge >/dev/null || { echo "up.sh: munged did not start" >&2; false; }
     cp /run/munge/munged.pid "$D/run/munged.pid"
 fi
 
@@ -105,18 +115,15 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 DefMemPerCPU=$DEF_MEM_PER_CPU
-MinJobAge=300
+MinJobAge=${LFSGAN_SLURM_MIN_JOB_AGE:-3600}
 ReturnToService=2
-$( [ "$GPUS" -gt 0 ] && printf 'GresTypes=gpu\nAccountingStorageTRES=gres/gpu' )
+$( [ "$GPUS" -gt 0 ] && echo "GresTypes=gpu" )
 NodeName=localhost CPUs=$CPUS RealMemory=$MEM_MB $NODE_GRES State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 
 if [ "$GPUS" -gt 0 ]; then
-    # slurmd wants one distinct character device per GPU (a regular file is rejected with
-    # "is not a valid character or block device" and CUDA_VISIBLE_DEVICES is then not set).
-    FAKE_DEVS=(/dev/null /dev/zero /dev/full /dev/random /dev/urandom)
-    [ "$GPUS" -le "${#FAKE_DEVS[@]}" ] || die "at most ${#FAKE_DEVS[@]} fake GPUs (LFSGAN_SLURM_GPUS=$GPUS)"
+    # one distinct character device per fake GPU (see the header)
     {
         echo "$MARK"
         for i in $(seq 0 $((GPUS - 1))); do
@@ -133,15 +140,18 @@ slurmd -N localhost
 
 state=""
 for _ in $(seq 300); do
-    state="$(sinfo -h -N -o %T 2>/dev/null | head -1 || true)"
+    state="$(timeout 2 sinfo -h -N -o %T 2>/dev/null | head -1 || true)"
     [ "$state" = idle ] && break
+    # stop waiting if the controller died (e.g. a fatal config error; see its log)
+    if [ -s "$D/run/slurmctld.pid" ] && ! alive "$(cat "$D/run/slurmctld.pid")"; then break; fi
     sleep 0.1
 done
 if [ "$state" != idle ]; then
     echo "up.sh: node never became idle (state: '${state:-no answer}'); daemon logs:" >&2
     tail -n 20 "$D/log/slurmctld.log" "$D/log/slurmd.log" >&2 || true
-    exit 1
+    false  # -> ERR trap: down.sh
 fi
+trap - ERR
 
 CTLD_PID=$(cat "$D/run/slurmctld.pid")
 SLURMD_PID=$(cat "$D/run/slurmd.pid")
