@@ -26,6 +26,7 @@ import json
 import os
 import re
 import sys
+import logging
 import warnings
 from pathlib import Path
 
@@ -220,6 +221,7 @@ def fid_kid(
     cache_dir.mkdir(parents=True, exist_ok=True)
     name = _cache_name(real_sha256, identity["sha256"], feature_layer)
     cache_hit = _verify_cache(cache_dir, name)
+    logging.getLogger(__name__).info("real-set statistics %s: %s", name, "cached" if cache_hit else "computing")
     metrics = torch_fidelity.calculate_metrics(
         input1=UInt8Images(fake),
         input2=UInt8Images(real),
@@ -260,7 +262,8 @@ def fid_kid(
         "seed": seed,
         "device": str(device),
         "batch_size": batch_size,
-        "real_stats_cache": {"hit": cache_hit, "dir": str(cache_dir.resolve()), "name": name, "files": cache_files},
+        # identity only: whether this call hit the cache depends on job order, so it is logged, not recorded
+        "real_stats_cache": {"name": name, "files": cache_files},
         "versions": library_versions(),
     }
     protocol.update(_extractor_protocol(extractor, weights["source"], identity, (h, w), feature_layer))

@@ -14,13 +14,13 @@ config.update(_resolved)
 
 # Every verb gets the resolved config by path; the file is content-addressed, so changing the config
 # writes a new file and never touches an old one. It is not an input of any job; per-rule reruns come from
-# each rule's `params`, which hold only the config sections that rule depends on.
+# each rule's `params`, which hold only the config sections that rule depends on. Rules name it in
+# their shell command as {CONFIG_FILE} (never in params, which would rerun everything).
 CONFIG_FILE = f".snakemake/lfsgan/config-{config_digest(config)}.yaml"
 Path(CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
 if not Path(CONFIG_FILE).exists():
     Path(CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=True))
 
-LFSGAN = f"lfsgan {{verb}} --config {CONFIG_FILE}"
 DOMAINS = list(config["data"]["domains"])
 TASKS = list(config["tasks"])
 METHODS = list(config["methods"])
@@ -34,11 +34,6 @@ DEMO_EXTRACTOR = config["evaluation"]["fid"]["extractor"] == "lfsgan-demo-cnn"
 
 def _alternatives(names):
     return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
-
-
-def cmd(verb):
-    """The shell prefix of one verb, with the resolved config."""
-    return LFSGAN.format(verb=verb)
 
 
 def section(*keys):

@@ -11,7 +11,6 @@ rule prepare_data:
             {k: v for k, v in config["data"].items() if k != "domains"}, sort_keys=True
         ),
         out=lambda wc, output: Path(output.images).parent,
-        cmd=cmd("prepare"),
     log:
         "logs/prepare_data/{domain}.log",
     benchmark:
@@ -20,4 +19,4 @@ rule prepare_data:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
     shell:
-        "{params.cmd} --domain {wildcards.domain} --out {params.out} > {log} 2>&1"
+        "lfsgan prepare --config {CONFIG_FILE} --domain {wildcards.domain} --out {params.out} > {log} 2>&1"

@@ -12,7 +12,6 @@ if DEMO_EXTRACTOR:
         params:
             fid=section("evaluation", "fid"),
             dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.data),
-            cmd=cmd("train-extractor"),
         log:
             "logs/train_extractor/demo_cnn.log",
         benchmark:
@@ -21,7 +20,7 @@ if DEMO_EXTRACTOR:
             mem_mb=RES["mem_mb"],
             runtime=RES["runtime"],
         shell:
-            "{params.cmd} --data {params.dirs} --out {output} > {log} 2>&1"
+            "lfsgan train-extractor --config {CONFIG_FILE} --data {params.dirs} --out {output} > {log} 2>&1"
 
 
 rule sample:
@@ -38,7 +37,6 @@ rule sample:
             sort_keys=True,
         ),
         out=lambda wc, output: Path(output.samples).parent,
-        cmd=cmd("sample"),
     log:
         "logs/sample/{method}/after_{after}/{task}.log",
     benchmark:
@@ -48,7 +46,7 @@ rule sample:
         runtime=RES["runtime"],
         gpu=GPU,
     shell:
-        "{params.cmd} --method {wildcards.method} --after {wildcards.after} --task {wildcards.task}"
+        "lfsgan sample --config {CONFIG_FILE} --method {wildcards.method} --after {wildcards.after} --task {wildcards.task}"
         " --source {input.source} --states {input.states} --out {params.out} > {log} 2>&1"
 
 
@@ -67,7 +65,6 @@ rule evaluate:
         samples_dir=lambda wc, input: Path(input.samples).parent,
         data_dir=lambda wc, input: Path(input.data).parent,
         extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
-        cmd=cmd("evaluate"),
     log:
         "logs/evaluate/{method}/after_{after}/{task}.log",
     benchmark:
@@ -77,5 +74,5 @@ rule evaluate:
         runtime=RES["runtime"],
         gpu=GPU,
     shell:
-        "{params.cmd} --samples {params.samples_dir} --data {params.data_dir} {params.extractor}"
+        "lfsgan evaluate --config {CONFIG_FILE} --samples {params.samples_dir} --data {params.data_dir} {params.extractor}"
         " --cache results/eval/.cache --out {output} > {log} 2>&1"

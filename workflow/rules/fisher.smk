@@ -13,7 +13,6 @@ rule fisher:
     params:
         fisher=section("fisher"),
         out=lambda wc, output: Path(output.fisher).parent,
-        cmd=cmd("fisher"),
     log:
         "logs/fisher/fisher.log",
     benchmark:
@@ -23,4 +22,4 @@ rule fisher:
         runtime=RES["runtime"],
         gpu=GPU,
     shell:
-        "{params.cmd} --source {input.source} --out {params.out} > {log} 2>&1"
+        "lfsgan fisher --config {CONFIG_FILE} --source {input.source} --out {params.out} > {log} 2>&1"

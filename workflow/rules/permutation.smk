@@ -19,7 +19,6 @@ rule match_permutation:
             {k: config["permutation"][k] for k in ("max_iter", "seed", "top_k")}, sort_keys=True
         ),
         out=lambda wc, output: Path(output.permuted).parent,
-        cmd=cmd("match"),
     log:
         "logs/match_permutation/{a}_{b}.log",
     benchmark:
@@ -28,7 +27,7 @@ rule match_permutation:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
     shell:
-        "{params.cmd} --a {input.a} --b {input.b} --out {params.out} > {log} 2>&1"
+        "lfsgan match --config {CONFIG_FILE} --a {input.a} --b {input.b} --out {params.out} > {log} 2>&1"
 
 
 rule lmc_curve:
@@ -55,7 +54,6 @@ rule lmc_curve:
         data_dir=lambda wc, input: Path(input.data).parent,
         extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
         out=lambda wc, output: Path(output.curve).parent,
-        cmd=cmd("lmc"),
     log:
         "logs/lmc_curve/{a}_{b}.log",
     benchmark:
@@ -65,5 +63,5 @@ rule lmc_curve:
         runtime=RES["runtime"],
         gpu=GPU,
     shell:
-        "{params.cmd} --a {input.a} --b {input.b} --permuted {input.permuted} --data {params.data_dir}"
+        "lfsgan lmc --config {CONFIG_FILE} --a {input.a} --b {input.b} --permuted {input.permuted} --data {params.data_dir}"
         " {params.extractor} --cache results/eval/.cache --out {params.out} > {log} 2>&1"

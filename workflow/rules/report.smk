@@ -18,7 +18,6 @@ rule report:
         out=lambda wc, output: Path(output.summary).parent,
         lmc=lambda wc, input: f"--lmc {' '.join(input.lmc)}" if input.lmc else "",
         match=lambda wc, input: f"--match {' '.join(input.match)}" if input.match else "",
-        cmd=cmd("report"),
     log:
         "logs/report/report.log",
     benchmark:
@@ -27,5 +26,5 @@ rule report:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
     shell:
-        "{params.cmd} --metrics {input.metrics} --tasks {input.tasks} --grids {input.grids}"
+        "lfsgan report --config {CONFIG_FILE} --metrics {input.metrics} --tasks {input.tasks} --grids {input.grids}"
         " {params.lmc} {params.match} --fisher {input.fisher} --out {params.out} > {log} 2>&1"

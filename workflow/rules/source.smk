@@ -16,7 +16,6 @@ if config["source"]["import_checkpoint"]:
         params:
             model=section("model"),
             out=lambda wc, output: Path(output.final).parent,
-            cmd=cmd("import-source"),
         log:
             "logs/import_source/seed{seed}.log",
         benchmark:
@@ -25,7 +24,7 @@ if config["source"]["import_checkpoint"]:
             mem_mb=RES["mem_mb"],
             runtime=RES["runtime"],
         shell:
-            "{params.cmd} --checkpoint {input.checkpoint} --out {params.out} > {log} 2>&1"
+            "lfsgan import-source --config {CONFIG_FILE} --checkpoint {input.checkpoint} --out {params.out} > {log} 2>&1"
 
 else:
 
@@ -45,7 +44,6 @@ else:
             train=section("source", "train"),
             data_dir=lambda wc, input: Path(input.data).parent,
             out=lambda wc, output: Path(output.final).parent,
-            cmd=cmd("pretrain"),
         log:
             "logs/pretrain_source/seed{seed}.log",
         benchmark:
@@ -56,4 +54,4 @@ else:
             runtime=RES["train_runtime"],
             gpu=GPU,
         shell:
-            "{params.cmd} --seed {wildcards.seed} --data {params.data_dir} --out {params.out} > {log} 2>&1"
+            "lfsgan pretrain --config {CONFIG_FILE} --seed {wildcards.seed} --data {params.data_dir} --out {params.out} > {log} 2>&1"

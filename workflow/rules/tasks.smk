@@ -18,7 +18,6 @@ rule train_task:
         data_dir=lambda wc, input: Path(input.data).parent,
         fisher=lambda wc, input: f"--fisher {input.fisher[0]}" if input.fisher else "",
         out=lambda wc, output: Path(output.state).parent,
-        cmd=cmd("train-task"),
     log:
         "logs/train_task/{method}/{task}.log",
     benchmark:
@@ -29,6 +28,6 @@ rule train_task:
         runtime=RES["train_runtime"],
         gpu=GPU,
     shell:
-        "{params.cmd} --method {wildcards.method} --task {wildcards.task} --source {input.source}"
+        "lfsgan train-task --config {CONFIG_FILE} --method {wildcards.method} --task {wildcards.task} --source {input.source}"
         " --data {params.data_dir} --previous {input.previous} {params.fisher} --out {params.out}"
         " > {log} 2>&1"
