@@ -60,8 +60,10 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Any], meta: dict
         raise ValueError(f"'{META_KEY}' is reserved for metadata")
     payload: dict[str, Any] = {k: _detach(v) for k, v in tensors.items()}
     payload[META_KEY] = json.dumps(meta or {}, sort_keys=True)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Save through a file object: torch.save(path) names the zip records after the (random) temp
+    # file name, which would make identical checkpoints differ in bytes (and in sha256).
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def _detach(obj: Any) -> Any:

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . .venv/bin/activate
-snakemake --cores "${CORES:-2}" "$@"
+snakemake --workflow-profile workflow/profiles/default --cores "${CORES:-2}" "$@"
 snakemake --cores 1 --report results/report/report.html "$@"
 echo "[demo] done: open results/report/report.html (tables: results/report/summary.md)"

@@ -53,3 +53,11 @@ def test_rosinality_namespace_is_skipped(tmp_path):
     payload, skipped = load_foreign_checkpoint(p)
     assert torch.equal(payload["g_ema"]["w"], torch.ones(2)) and payload["ada_aug_p"] == 0.1
     assert "args" not in payload and skipped and "args" in skipped[0] and "size" in skipped[0]
+
+
+def test_identical_checkpoints_are_identical_bytes(tmp_path):
+    from lfsgan.io import sha256_file
+
+    for name in ("a.pt", "b.pt"):
+        save_checkpoint(tmp_path / name, {"w": torch.arange(4.0)}, {"k": 1})
+    assert sha256_file(tmp_path / "a.pt") == sha256_file(tmp_path / "b.pt")
