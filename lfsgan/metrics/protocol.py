@@ -17,10 +17,10 @@ from importlib import metadata
 PACKAGES = ("torch", "torchvision", "torch-fidelity", "lpips")
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the packages the metrics depend on (read from metadata, no import)."""
+def library_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of ``packages`` (default: those the metrics depend on), read from metadata, no import."""
     out = {}
-    for name in PACKAGES:
+    for name in packages:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

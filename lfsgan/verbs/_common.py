@@ -26,12 +26,7 @@ def setup_torch(cfg: dict) -> torch.device:
 
 def versions() -> dict[str, str]:
     """Library versions recorded next to every result."""
-    import importlib.metadata as md
+    from lfsgan.metrics.protocol import library_versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("lfsgan", "torch", "torchvision", "lpips", "torch-fidelity", "tensorly", "numpy", "scipy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    pkgs = ("lfsgan", "torch", "torchvision", "lpips", "torch-fidelity", "tensorly", "numpy", "scipy")
+    return {"python": platform.python_version(), **library_versions(pkgs)}
