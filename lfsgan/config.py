@@ -53,23 +53,48 @@ def _path(error) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
+def _first_error(validator, instance: Any, source: str, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` for the shallowest violation of ``instance`` (defaults are filled in place)."""
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(list(e.absolute_path)), _path(e)))
+    if not errors:
+        return
+    e = errors[0]
+    msg = e.message
+    if e.validator == "additionalProperties":
+        allowed = sorted(e.schema.get("properties", {}))
+        if allowed:
+            msg += f" (allowed keys here: {', '.join(allowed)})"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    path = _path(e)
+    if prefix:
+        path = prefix if path == "<top level>" else f"{prefix}.{path}"
+    raise ConfigError(f"{source}: key '{path}': {msg}{more}")
+
+
 def validate_config(config: dict, source: str = "<config>") -> dict:
     """Return a validated copy of ``config`` with defaults filled in; raise :class:`ConfigError`."""
     cfg = copy.deepcopy(config)
-    schema = load_schema()
-    validator = _DefaultingValidator(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), _path(e)))
-    if errors:
-        e = errors[0]
-        msg = e.message
-        if e.validator == "additionalProperties":
-            allowed = sorted(e.schema.get("properties", {}))
-            if allowed:
-                msg += f" (allowed keys here: {', '.join(allowed)})"
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: key '{_path(e)}': {msg}{more}")
+    _first_error(_DefaultingValidator(load_schema()), cfg, source)
     _check_references(cfg, source)
     return cfg
+
+
+def method_options(kind: str, options: dict | None, source: str = "<method options>") -> dict:
+    """``options`` of a method ``kind`` checked against, and completed from, the schema.
+
+    The rules are ``$defs/options_<kind>`` (``$defs/options_base`` for a kind without options of its
+    own), the same that :func:`validate_config` applies to a config's ``methods.<name>.options``;
+    this is for code that builds a method without a config file.
+    """
+    schema = load_schema()
+    kinds = schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"]["enum"]
+    if kind not in kinds:
+        raise ConfigError(f"{source}: unknown method kind {kind!r}; the schema's kinds are {', '.join(kinds)}")
+    defs = schema["$defs"]
+    ref = f"#/$defs/options_{kind}" if f"options_{kind}" in defs else "#/$defs/options_base"
+    opts = copy.deepcopy(dict(options or {}))
+    _first_error(_DefaultingValidator({"$ref": ref, "$defs": defs}), opts, source, "options")
+    return opts
 
 
 def _check_references(cfg: dict, source: str) -> None:

@@ -1,6 +1,5 @@
 """The config schema: defaults, key-path errors, cross-references; the same check in Snakemake and the CLI."""
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 import yaml
 
 from lfsgan.config import ConfigError, load_config, method_train_config, permutation_pairs, validate_config
+from lfsgan.methods import make_method
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,16 @@ def test_defaults_come_from_the_schema():
     assert "fisher" not in cfg  # the input is not modified
 
 
+def test_method_option_defaults_come_from_the_schema():
+    cfg = demo()
+    cfg["methods"] = {"pb": {"kind": "piggyback"}, "ft": {"kind": "finetune", "options": {"style_mixing": 0.5}}}
+    out = validate_config(cfg)
+    assert out["methods"]["pb"]["options"] == {"style_mixing": 0.9, "lambda_u": 0.25, "fc": False, "init": "source"}
+    assert out["methods"]["ft"]["options"] == {"style_mixing": 0.5}
+    # the methods read the same defaults when built without a config file
+    assert make_method("piggyback").options == out["methods"]["pb"]["options"]
+
+
 @pytest.mark.parametrize(
     "mutate, path, words",
     [
@@ -44,6 +54,12 @@ def test_defaults_come_from_the_schema():
         (lambda c: c["source"].update(domain="nope"), "source.domain", "not a key of data.domains"),
         (lambda c: c["data"]["domains"].update(x={"builtin": "mnist-nope"}), "data.domains.x.builtin", "unknown demo domain"),
         (lambda c: c["permutation"].update(pairs=[[0, 7]]), "permutation.pairs.0", "not in source.seeds"),
+        # method options: checked per kind against $defs/options_<kind>
+        (lambda c: c["methods"]["ewc"]["options"].update(lamda=1), "methods.ewc.options", "'lamda' was unexpected"),
+        (lambda c: c["methods"]["lfsgan"]["options"].update(rank=0), "methods.lfsgan.options.rank", "minimum"),
+        (lambda c: c["methods"]["piggyback"]["options"].update(rank=2), "methods.piggyback.options", "'rank' was unexpected"),
+        (lambda c: c["methods"]["piggyback"]["options"].update(lambda_u=0), "methods.piggyback.options.lambda_u", "minimum"),
+        (lambda c: c["methods"]["lfsgan"]["options"].update(mode_seeking="on"), "methods.lfsgan.options.mode_seeking", "is not one of"),
     ],
 )
 def test_errors_name_the_key_path(mutate, path, words):
@@ -105,6 +121,18 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     )
     assert r.returncode != 0
     assert "tasks.0" in r.stdout + r.stderr and "not a key of data.domains" in r.stdout + r.stderr
+
+
+def test_snakemake_rejects_a_misspelt_method_option(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("methods:\n  ewc: {kind: ewc, options: {lamda: 1.0}}\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(extra)],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "methods.ewc.options" in out and "'lamda' was unexpected" in out
 
 
 def test_cli_lists_verbs():

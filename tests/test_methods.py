@@ -90,7 +90,7 @@ def test_registry_and_option_checking():
         m = make_method(kind, {})
         assert m.name == kind
         json.dumps(m.meta())  # meta is JSON
-        with pytest.raises(ValueError, match="unknown option.*'bogus'"):
+        with pytest.raises(ValueError, match=f"method '{kind}'.*'bogus' was unexpected"):
             make_method(kind, {"bogus": 1})
     with pytest.raises(ValueError, match="unknown method kind"):
         make_method("lora", {})

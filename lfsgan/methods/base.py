@@ -7,7 +7,8 @@ rebuilt from the source and the stored per-task states. The defaults below are p
 (TGAN): all of G and D train, nothing extra, the whole G is stored.
 
 Adding a method = one module under ``lfsgan/methods/`` subclassing :class:`Method`, registered in
-``lfsgan/methods/__init__.py`` (``METHODS``), plus its name in the config schema's enum.
+``lfsgan/methods/__init__.py`` (``METHODS``), plus its name in the config schema's ``kind`` enum and
+its options (keys, ranges, defaults) as ``$defs/options_<name>`` there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
+
+from lfsgan.config import method_options
 
 
 @dataclass
@@ -46,8 +49,9 @@ class Method:
     isolates_tasks = False
 
     def __init__(self, options: dict[str, Any] | None = None):
-        self.options = dict(options or {})
-        self.style_mixing = float(self.options.get("style_mixing", 0.9))
+        #: the config's options for this kind, checked and completed from the schema's defaults
+        self.options = method_options(self.name, options, source=f"method '{self.name}'")
+        self.style_mixing = float(self.options["style_mixing"])
 
     # --- set-up -----------------------------------------------------------------------------
     def setup(self, G: nn.Module, D: nn.Module, ctx: TaskContext) -> None:

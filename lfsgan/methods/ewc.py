@@ -20,7 +20,6 @@ from torch import nn
 
 from .base import TaskContext
 from .finetune import FineTune
-from .options import check_number
 
 
 def ewc_penalty(G: nn.Module, fisher: dict[str, torch.Tensor], source: dict[str, torch.Tensor], lam: float) -> torch.Tensor:
@@ -37,17 +36,12 @@ def ewc_penalty(G: nn.Module, fisher: dict[str, torch.Tensor], source: dict[str,
 
 class EWC(FineTune):
     name = "ewc"
-    defaults: dict[str, Any] = {**FineTune.defaults, "lambda": 5e8}
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
         self.lam = float(self.options["lambda"])
         self.fisher: dict[str, torch.Tensor] = {}
         self.source: dict[str, torch.Tensor] = {}
-
-    def check_options(self, opts: dict[str, Any]) -> None:
-        super().check_options(opts)
-        check_number(self.name, "lambda", opts["lambda"], 0)
 
     def setup(self, G: nn.Module, D: nn.Module, ctx: TaskContext) -> None:
         """Fine-tuning set-up, plus the source weights and the Fisher on G's device (checked against G)."""

@@ -36,30 +36,8 @@ from torch import nn
 from .adapters import (adapter_parameters, adapter_state, attach_adapters, detach_adapters,
                        load_adapter_state)
 from .base import Method, TaskContext
-from .left import INITS, left_for_layer
-from .mode_seeking import VARIANTS, assign_clusters, mode_seeking_loss
-from .options import check_bool, check_choice, check_number, resolve_options
-
-DEFAULTS: dict[str, Any] = {
-    "style_mixing": 0.9,
-    # LeFT (§1.3); README setting: rank 1, add, act
-    "rank": 1,
-    "use_add": True,
-    "use_act": True,
-    "init": "trainable",  # trainable | faithful
-    "init_noise": 0.05,  # relative symmetry-breaking noise of the multiplicative factors (trainable init)
-    # cluster-wise mode-seeking loss (§1.6)
-    "mode_seeking": "intended",  # intended | faithful | off
-    "ms_weight": 1.0,
-    "ms_factor": 4,  # N = ms_factor · batch latents
-    "lpips_backbone_weights": None,  # passed to lfsgan.metrics.make_lpips (VGG16 torchvision state dict)
-    "lpips_allow_random_backbone": False,
-    # CDC anchor / patch discriminator (§1.5)
-    "patch_d": True,
-    "n_anchors": 10,
-    "anchor_std": 0.1,
-    "anchor_every": 4,
-}
+from .left import left_for_layer
+from .mode_seeking import assign_clusters, mode_seeking_loss
 
 SALT_ANCHORS, SALT_LEFT, SALT_HEAD, SALT_MS = 1, 2, 3, 4
 
@@ -98,21 +76,7 @@ class LFSGAN(Method):
     uses_ema = False
 
     def __init__(self, options: dict[str, Any] | None = None):
-        opts = resolve_options(self.name, options, DEFAULTS)
-        n = self.name
-        check_number(n, "style_mixing", opts["style_mixing"], 0, 1)
-        check_number(n, "rank", opts["rank"], 1, integer=True)
-        for key in ("use_add", "use_act", "patch_d", "lpips_allow_random_backbone"):
-            check_bool(n, key, opts[key])
-        check_choice(n, "init", opts["init"], INITS)
-        check_number(n, "init_noise", opts["init_noise"], 0, 0.3)
-        check_choice(n, "mode_seeking", opts["mode_seeking"], (*VARIANTS, "off"))
-        check_number(n, "ms_weight", opts["ms_weight"], 0)
-        check_number(n, "ms_factor", opts["ms_factor"], 1, integer=True)
-        check_number(n, "n_anchors", opts["n_anchors"], 1, integer=True)
-        check_number(n, "anchor_std", opts["anchor_std"], 0)
-        check_number(n, "anchor_every", opts["anchor_every"], 1, integer=True)
-        super().__init__(opts)
+        super().__init__(options)  # LeFT, mode-seeking and CDC options: $defs/options_lfsgan
         self.adapters: dict[str, nn.Module] = {}
         self.patch_head: nn.Module | None = None
         self.patch_index: int | None = None

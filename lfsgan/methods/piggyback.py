@@ -41,14 +41,6 @@ from lfsgan.models import EqualLinear
 from .adapters import (adaptable_layers, adapter_parameters, adapter_state, attach_adapters,
                        detach_adapters, load_adapter_state, pytorch_backend)
 from .base import Method, TaskContext
-from .options import check_bool, check_choice, check_number, resolve_options
-
-DEFAULTS: dict[str, Any] = {
-    "style_mixing": 0.9,
-    "lambda_u": 0.25,  # fraction of free (unconstrained) filters per layer and task
-    "fc": False,  # also piggyback EqualLinear layers (mapping, style affines)
-    "init": "source",  # source | previous
-}
 
 
 class PiggybackFilters(nn.Module):
@@ -117,14 +109,7 @@ class Piggyback(Method):
     uses_ema = False
 
     def __init__(self, options: dict[str, Any] | None = None):
-        opts = resolve_options(self.name, options, DEFAULTS)
-        check_number(self.name, "style_mixing", opts["style_mixing"], 0, 1)
-        check_number(self.name, "lambda_u", opts["lambda_u"], 0, 1)
-        if opts["lambda_u"] <= 0:
-            raise ValueError(f"method 'piggyback': option 'lambda_u' must be > 0, got {opts['lambda_u']!r}")
-        check_bool(self.name, "fc", opts["fc"])
-        check_choice(self.name, "init", opts["init"], ("source", "previous"))
-        super().__init__(opts)
+        super().__init__(options)  # lambda_u, fc, init: $defs/options_piggyback
         self.adapters: dict[str, nn.Module] = {}
         self.bias_names: list[str] = []
 
