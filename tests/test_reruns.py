@@ -6,6 +6,7 @@ Works on a copy of the session's completed run of config/test.yaml (tests/confte
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
@@ -64,6 +65,28 @@ def test_method_change_reruns_only_that_method(project, config):
     assert by_task[tasks[0]].startswith("Params have changed"), by_task[tasks[0]]
     for task in tasks[1:]:
         assert "Input files updated by another job" in by_task[task], by_task[task]
+
+
+def test_method_code_edit_reruns_only_that_method(project, config):
+    """Editing ewc.py reruns EWC's tasks and what follows; finetune (whose module EWC imports, not
+    the other way round) and every other method stay done."""
+    tasks, n_pairs = config["tasks"], len(config["tasks"]) * (len(config["tasks"]) + 1) // 2
+    assert config["methods"]["ewc"]["kind"] == "ewc", "config/test.yaml must keep its `ewc` method"
+    module = project.root / "lfsgan" / "methods" / "ewc.py"
+    original, stat = module.read_text(), module.stat()
+    try:
+        module.write_text(original + "\n# an edit\n")
+        jobs = project.dry_run()
+    finally:
+        module.write_text(original)
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    assert {j.wildcards["method"] for j in jobs if "method" in j.wildcards} == {"ewc"}
+    assert Counter(j.rule for j in jobs) == Counter(
+        {"train_task": len(tasks), "sample": n_pairs, "evaluate": n_pairs, "report": 1, "all": 1})
+    first = next(j for j in jobs if j.rule == "train_task" and j.wildcards["task"] == tasks[0])
+    assert "lfsgan/methods/ewc.py" in first.reason, first.reason
+    assert project.dry_run() == []  # the file and its mtime are back
 
 
 def test_evaluation_protocol_change_reruns_no_training(project, config):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from lfsgan.codedeps import method_sources
 from lfsgan.config import config_digest, method_train_config, permutation_pairs, validate_config
 
 # Validate once, fill the schema's defaults in place (a bad key fails here, before any job).
@@ -46,6 +47,11 @@ def section(*keys):
 
 def source_checkpoint(seed=BASE_SEED):
     return f"results/source/seed{seed}/final.pt"
+
+
+def method_code(wildcards):
+    """The method's own modules: editing one reruns that method's tasks (lfsgan/codedeps.py)."""
+    return method_sources(config["methods"][wildcards.method]["kind"], root=Path.cwd())
 
 
 def task_index(task):

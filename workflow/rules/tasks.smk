@@ -7,6 +7,7 @@ rule train_task:
         data="results/data/{task}/images.pt",
         previous=_previous_states,
         fisher=_fisher_input,
+        code=method_code,
     output:
         state="results/tasks/{method}/{task}/task.pt",
         params_json="results/tasks/{method}/{task}/params.json",
