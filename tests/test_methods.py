@@ -316,7 +316,14 @@ def test_anchor_and_patch_steps(source):
     dist = (z[:, None] - anchors[None]).abs().amax(2).min(1).values
     assert z.shape == (5, G.style_dim) and dist.max() < 0.1 * 5
     assert m.discriminate(D, real_batch(0), 0).shape == (4, 1)
-    assert m.discriminate(D, real_batch(0), 1).shape == (4, 1, 8, 8)  # 16 px -> 8x8 patch logits
+    patch = m.discriminate(D, real_batch(0), 1)
+    assert patch.shape == (4, 1, 8, 8)  # 16 px -> 8x8 patch logits
+    # CDC's tap: the main branch of the ResBlock, before the residual add (not the block output)
+    with torch.no_grad():
+        block = D.convs[m.patch_index]
+        x = D.convs[: m.patch_index](real_batch(0))
+        torch.testing.assert_close(patch, m.patch_head(block.conv2(block.conv1(x))))
+        assert not torch.allclose(patch, m.patch_head(block(x)))
     assert m.extra_discriminator_modules() is m.patch_head
     m2 = make_method("lfsgan", {"n_anchors": 3})
     m2.setup(*tiny_models(3), TaskContext(0, "t", source[0], source[1], seed=4))

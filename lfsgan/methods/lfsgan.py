@@ -13,10 +13,9 @@ Per task (``reference/methods.md`` §1.3–§1.6), each task trained independent
   style mixing and is scored by a patch logit map ``[B, 1, h, w]`` from a fresh 3×3 conv head
   (conv 3×3 C→1 + bias + scaled leaky ReLU, as CDC's ``Extra``; trained with D's optimiser) on an
   intermediate D feature.
-  *Patch feature choice:* the output of the ``D.convs`` block whose resolution is
-  ``clamp(size/8, 8, 32)`` — the 32×32 (512-ch) map at 256 px as in the paper, 8×8 at 32–64 px.
-  Difference to CDC: CDC taps the main branch of that block before the residual add; we tap the
-  block output (after the add), which the models expose.
+  *Patch feature choice:* the ``D.convs`` block whose resolution is ``clamp(size/8, 8, 32)`` —
+  the 32×32 (512-ch) map at 256 px as in the paper, 8×8 at 32–64 px — tapped as CDC does: the
+  main branch (``conv2(conv1(x))``) before the residual add.
 * **Loss**: non-saturating adversarial loss + ``ms_weight · L_ms`` every step (:mod:`.mode_seeking`),
   on ``ms_factor · B`` fresh latents (``w`` broadcast to all ``G.n_latent`` layers, random noise)
   clustered by LPIPS-VGG to the step's ``B`` real images.
@@ -32,6 +31,8 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
+
+from lfsgan.models.discriminator import ConvLayer, ResBlock
 
 from .adapters import (adapter_parameters, adapter_state, attach_adapters, detach_adapters,
                        load_adapter_state)
@@ -64,8 +65,6 @@ def patch_feature_index(size: int) -> int:
 
 def make_patch_head(channels: int) -> nn.Module:
     """CDC's patch head: 3×3 equalised conv ``C → 1`` followed by bias + scaled leaky ReLU."""
-    from lfsgan.models.discriminator import ConvLayer
-
     return ConvLayer(channels, 1, 3)
 
 
@@ -136,11 +135,17 @@ class LFSGAN(Method):
         return [z.to(next(G.parameters()).device)]
 
     def _d_features(self, D: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Output of ``D.convs[patch_index]`` (running only the blocks up to it)."""
+        """CDC's patch feature: the main branch ``conv2(conv1(x))`` of ``D.convs[patch_index]``,
+        before its residual add (the fromRGB output when the index is 0), running only the blocks
+        up to it."""
+        blocks = list(D.convs)[: self.patch_index + 1]
         x = images
-        for block in list(D.convs)[: self.patch_index + 1]:
+        for block in blocks[:-1]:
             x = block(x)
-        return x  # [B, C, h, w]
+        tap = blocks[-1]
+        if isinstance(tap, ResBlock):
+            return tap.conv2(tap.conv1(x))  # [B, C, h, w]
+        return tap(x)
 
     def discriminate(self, D: nn.Module, images: torch.Tensor, step: int) -> torch.Tensor:
         """Image logits ``[B, 1]`` on anchor steps (or without ``patch_d``), else patch logits ``[B, 1, h, w]``."""
