@@ -32,7 +32,7 @@ from lfsgan.metrics import (
     write_random_inception_weights,
 )
 from lfsgan.metrics.diversity import _backbone_state_for_lpips, lpips_features, lpips_matrix
-from lfsgan.metrics.weights import load_state_dict_safely, network_reachable
+from lfsgan.metrics.weights import file_identity, load_state_dict_safely, network_reachable
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -357,3 +357,15 @@ def test_import_is_lazy():
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_file_identity_path_is_portable(tmp_path, monkeypatch):
+    """Inside the working directory the protocol names the file relatively (the same in every
+    clone); outside it, absolutely. The sha256 is the identity either way."""
+    (tmp_path / "run" / "results").mkdir(parents=True)
+    inside, outside = tmp_path / "run" / "results" / "w.pt", tmp_path / "w.pt"
+    inside.write_bytes(b"weights"), outside.write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path / "run")
+    a, b = file_identity(inside), file_identity(outside)
+    assert a == {"path": "results/w.pt", "sha256": sha256_file(inside)}
+    assert b["path"] == str(outside.resolve()) and b["sha256"] == a["sha256"]

@@ -15,14 +15,15 @@ architecture, the training resolution and how it was trained.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lfsgan.io import load_checkpoint, save_checkpoint, sha256_file
+from lfsgan.io import load_checkpoint, save_checkpoint
+
+from .weights import file_identity
 
 DEMO_EXTRACTOR_NAME = "lfsgan-demo-cnn"
 #: Feature names the extractor provides to torch-fidelity.
@@ -163,7 +164,7 @@ def train_demo_extractor(
         "final_loss": float(loss.detach()),
     }
     save_checkpoint(out_path, net.state_dict(), meta)
-    return {**meta, "path": str(Path(out_path).resolve()), "sha256": sha256_file(out_path)}
+    return {**meta, **file_identity(out_path)}
 
 
 def load_demo_extractor(path: str | os.PathLike) -> tuple[DemoCNN, dict]:

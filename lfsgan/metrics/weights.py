@@ -88,9 +88,16 @@ def load_state_dict_safely(path: str | os.PathLike, what: str, config_key: str) 
 
 
 def file_identity(path: str | os.PathLike) -> dict[str, str]:
-    """``{"path": <absolute path>, "sha256": <hex>}`` of a weights file, for the protocol."""
+    """``{"path": …, "sha256": <hex>}`` of a weights file, for the protocol.
+
+    The sha256 is the identity; the path is for people: relative to the working directory (the
+    workflow's) when the file lies under it, so the same run gives the same protocol in any clone,
+    absolute otherwise (e.g. torch hub's cache).
+    """
     path = Path(path).resolve()
-    return {"path": str(path), "sha256": sha256_file(path)}
+    cwd = Path.cwd().resolve()
+    shown = path.relative_to(cwd) if path.is_relative_to(cwd) else path
+    return {"path": str(shown), "sha256": sha256_file(path)}
 
 
 def sha256_matches_hub_name(sha256: str, filename: str) -> bool:
