@@ -10,7 +10,8 @@ Given N generated images x_n and the K training images y_k as centres (methods.m
 
 With K = 10 equal clusters every ``H_k`` is 0.1 and B-LPIPS equals intra-cluster LPIPS; with every
 sample in one cluster ``H -> 0`` and B-LPIPS -> 0, so B-LPIPS penalises collapse onto few training
-images. The original script takes the first 1000 files and the first 50 members of each cluster in
+images. (Exactly then ``p_k = 1 + 1e-5 > 1`` makes ``H_k`` about ``-4.3e-6`` and B-LPIPS a tiny negative
+number: the formula's, kept so values compare with the paper's.) The original script takes the first 1000 files and the first 50 members of each cluster in
 ``os.listdir`` order (arbitrary); here the N fakes are the first N by index (callers pass them in
 seed order) and a cluster's members are a seeded random subset.
 
