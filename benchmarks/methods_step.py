@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from common import add_device_args, setup_device
 from lfsgan.methods import TaskContext, make_method
 from lfsgan.methods.left import LeFTConv, LeFTFC
 from lfsgan.models import Discriminator, Generator
@@ -140,8 +141,7 @@ def reconstruction_seconds(model: dict, device: torch.device, reps: int) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    add_device_args(ap)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="also 256 px / multiplier 2 / batch 4")
@@ -152,11 +152,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10, help="repetitions of the reconstruction timing")
     args = ap.parse_args()
 
-    device = TrainConfig(device=args.device).resolved_device()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}")
+    device = setup_device(args)
     configs = []
     if args.only != "full":
         configs.append(("demo", dict(size=32, channel_max=64, channel_multiplier=2, style_dim=64, n_mlp=4), 16))

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from common import add_device_args, setup_device
 from lfsgan.models import Discriminator, Generator, ModulatedConv2d
 
 
@@ -71,15 +72,10 @@ def gd_step(mode: str, device: torch.device, batch: int = 4) -> Callable[[], Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    add_device_args(parser, default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; median of {args.repeats}, seconds per forward+backward")
+    device = setup_device(args, f"; median of {args.repeats}, seconds per forward+backward")
     cases = [
         ("ModulatedConv2d 512ch 32px B4", lambda m: modconv_step(m, False, device)),
         ("ModulatedConv2d up 512ch 16->32px B4", lambda m: modconv_step(m, True, device)),

@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from common import add_device_args, setup_device
 from lfsgan.data import InfiniteSampler
 from lfsgan.train import TrainConfig, Trainer, build_models
 
@@ -82,15 +83,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help=">= 16: consecutive iterations; fewer: weighted")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="also 256 px, multiplier 2, style_dim 512, batch 4 (weighted)")
-    ap.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    add_device_args(ap)
     args = ap.parse_args()
-
-    device = TrainConfig(device=args.device).resolved_device()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}")
+    device = setup_device(args)
     configs = [("demo", dict(size=args.size, channel_max=args.channel_max, channel_multiplier=args.channel_multiplier,
                              style_dim=args.style_dim, n_mlp=args.n_mlp), args.batch, args.steps, args.warmup)]
     if args.full:
