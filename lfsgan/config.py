@@ -82,15 +82,12 @@ def validate_config(config: dict, source: str = "<config>") -> dict:
 def method_options(kind: str, options: dict | None, source: str = "<method options>") -> dict:
     """``options`` of a method ``kind`` checked against, and completed from, the schema.
 
-    The rules are ``$defs/options_<kind>`` (``$defs/options_base`` for a kind without options of its
-    own), the same that :func:`validate_config` applies to a config's ``methods.<name>.options``;
-    this is for code that builds a method without a config file.
+    The rules are ``$defs/options_<kind>``, or ``$defs/options_base`` (``style_mixing`` only) for a
+    kind without options of its own — the same that :func:`validate_config` applies to a config's
+    ``methods.<name>.options``; this is for code that builds a method without a config file. Which
+    kinds exist is the registry's business (``lfsgan.methods.METHODS``) and the schema's enum.
     """
-    schema = load_schema()
-    kinds = schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"]["enum"]
-    if kind not in kinds:
-        raise ConfigError(f"{source}: unknown method kind {kind!r}; the schema's kinds are {', '.join(kinds)}")
-    defs = schema["$defs"]
+    defs = load_schema()["$defs"]
     ref = f"#/$defs/options_{kind}" if f"options_{kind}" in defs else "#/$defs/options_base"
     opts = copy.deepcopy(dict(options or {}))
     _first_error(_DefaultingValidator({"$ref": ref, "$defs": defs}), opts, source, "options")
