@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lfsgan.config import ConfigError, load_config, method_train_config, permutation_pairs, validate_config
-from lfsgan.methods import make_method
+from lfsgan.methods import METHODS, make_method
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +30,19 @@ def test_defaults_come_from_the_schema():
     assert out["fisher"] == {"n_samples": 1000, "batch_size": 1, "seed": 0}
     assert out["permutation"]["max_iter"] == 100
     assert "fisher" not in cfg  # the input is not modified
+
+
+def test_every_method_kind_has_one_options_schema():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    entry = schema["properties"]["methods"]["additionalProperties"]
+    own = {k.removeprefix("options_") for k in schema["$defs"] if k.startswith("options_")} - {"base"}
+    branches = entry["allOf"]
+    base_branch = [b for b in branches if "not" in b["if"]["properties"]["kind"]]
+    assert len(base_branch) == 1 and set(base_branch[0]["if"]["properties"]["kind"]["not"]["enum"]) == own
+    routed = {b["if"]["properties"]["kind"]["const"]: b["then"]["properties"]["options"]["$ref"]
+              for b in branches if "const" in b["if"]["properties"]["kind"]}
+    assert routed == {k: f"#/$defs/options_{k}" for k in own}
+    assert own <= set(entry["properties"]["kind"]["enum"]) == set(METHODS)
 
 
 def test_method_option_defaults_come_from_the_schema():

@@ -7,8 +7,8 @@ rebuilt from the source and the stored per-task states. The defaults below are p
 (TGAN): all of G and D train, nothing extra, the whole G is stored.
 
 Adding a method = one module under ``lfsgan/methods/`` subclassing :class:`Method`, registered in
-``lfsgan/methods/__init__.py`` (``METHODS``), plus its name in the config schema's ``kind`` enum and
-its options (keys, ranges, defaults) as ``$defs/options_<name>`` there.
+``lfsgan/methods/__init__.py`` (``METHODS``), plus its name in the config schema's ``kind`` enum;
+options beyond ``style_mixing`` (keys, ranges, defaults) go there too, as ``$defs/options_<name>``.
 """
 
 from __future__ import annotations
