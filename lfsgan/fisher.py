@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from lfsgan.io import key_mismatch
+
 
 def fisher_diagonal(
     G: nn.Module,
@@ -116,12 +118,10 @@ def fisher_summary(fisher: dict[str, torch.Tensor], G: nn.Module) -> pd.DataFram
     ``fisher_max``.
     """
     expected = dict(G.named_parameters())
-    missing = sorted(set(expected) - set(fisher))
-    extra = sorted(set(fisher) - set(expected))
-    if missing or extra:
+    if mismatch := key_mismatch(expected, fisher):
         raise KeyError(
-            f"fisher_summary: Fisher keys do not match the generator's parameters (missing {missing[:3]}, "
-            f"unexpected {extra[:3]}); was it computed for another model config?"
+            f"fisher_summary: Fisher keys do not match the generator's parameters ({mismatch}); "
+            "was it computed for another model config?"
         )
     rows: dict[str, dict] = {}
     for name in expected:

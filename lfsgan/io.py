@@ -88,6 +88,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload, meta
 
 
+def key_mismatch(expected: Any, found: Any, show: int = 3) -> str:
+    """``""`` if the two key collections are equal, else ``"missing [...], unexpected [...]"`` (at
+    most ``show`` of each, sorted) for an error message about a state dict that does not fit."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if not missing and not unexpected:
+        return ""
+
+    def head(keys: list) -> str:
+        return f"{keys[:show]}{' …' if len(keys) > show else ''}"
+
+    return f"missing {head(missing)}, unexpected {head(unexpected)}"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically, keys sorted, human-readable."""
     with atomic_path(path) as tmp:

@@ -61,3 +61,11 @@ def test_identical_checkpoints_are_identical_bytes(tmp_path):
     for name in ("a.pt", "b.pt"):
         save_checkpoint(tmp_path / name, {"w": torch.arange(4.0)}, {"k": 1})
     assert sha256_file(tmp_path / "a.pt") == sha256_file(tmp_path / "b.pt")
+
+
+def test_key_mismatch_names_missing_and_unexpected_keys():
+    from lfsgan.io import key_mismatch
+
+    assert key_mismatch({"a": 1, "b": 2}, ["b", "a"]) == ""
+    assert key_mismatch(["a", "b", "c"], ["c", "z"]) == "missing ['a', 'b'], unexpected ['z']"
+    assert key_mismatch([f"k{i}" for i in range(5)], [], show=2) == "missing ['k0', 'k1'] …, unexpected []"

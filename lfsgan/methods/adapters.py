@@ -17,6 +17,8 @@ import tensorly as tl
 import torch
 from torch import nn
 
+from lfsgan.io import key_mismatch
+
 
 @contextlib.contextmanager
 def pytorch_backend() -> Iterator[None]:
@@ -80,12 +82,9 @@ def adapter_state(adapters: dict[str, nn.Module]) -> dict[str, dict[str, torch.T
 
 def load_adapter_state(adapters: dict[str, nn.Module], state: dict[str, dict[str, torch.Tensor]], where: str) -> None:
     """Copy stored tensors into the adapters' parameters; any missing/extra/mis-shaped key is an error."""
-    missing = sorted(set(adapters) - set(state))
-    extra = sorted(set(state) - set(adapters))
-    if missing or extra:
+    if mismatch := key_mismatch(adapters, state):
         raise KeyError(
-            f"{where}: stored layers do not match the generator's adaptable layers "
-            f"(missing {missing[:3]}{'…' if len(missing) > 3 else ''}, unexpected {extra[:3]}{'…' if len(extra) > 3 else ''}); "
+            f"{where}: stored layers do not match the generator's adaptable layers ({mismatch}); "
             "was it trained with another model size or method option?"
         )
     with torch.no_grad():

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lfsgan.io import key_mismatch
+
 from .base import TaskContext
 from .finetune import FineTune
 
@@ -51,13 +53,12 @@ class EWC(FineTune):
             raise KeyError("method 'ewc' needs the source Fisher in ctx.extras['fisher'] "
                            "(compute it with lfsgan.fisher.fisher_diagonal / the `fisher` rule)")
         params = dict(G.named_parameters())
-        missing = sorted(set(params) - set(fisher))
-        extra = sorted(set(fisher) - set(params))
+        mismatch = key_mismatch(params, fisher)
         bad = [k for k in params if k in fisher and tuple(fisher[k].shape) != tuple(params[k].shape)]
-        if missing or extra or bad:
+        if mismatch or bad:
             raise ValueError(
-                f"ewc: the Fisher does not match the generator (missing {missing[:3]}, unexpected {extra[:3]}, "
-                f"wrong shape {bad[:3]}); was it computed for another model config?"
+                f"ewc: the Fisher does not match the generator ({mismatch or 'same keys'}, wrong shape {bad[:3]}); "
+                "was it computed for another model config?"
             )
         self.fisher = {k: fisher[k].to(p.device, p.dtype) for k, p in params.items()}
         self.source = {k: ctx.source_g[k].to(p.device, p.dtype) for k, p in params.items()}

@@ -22,6 +22,8 @@ from typing import Mapping
 
 import torch
 
+from lfsgan.io import key_mismatch
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -169,10 +171,8 @@ class PermutationSpec:
 
 def check_perms(perms: Mapping[str, torch.Tensor], sizes: Mapping[str, int], what: str = "perms") -> dict[str, torch.Tensor]:
     """Validate a perm dict against ``sizes``; returns int64 CPU copies. Raises on anything odd."""
-    missing = sorted(set(sizes) - set(perms))
-    unknown = sorted(set(perms) - set(sizes))
-    if missing or unknown:
-        raise KeyError(f"{what}: missing permutations {missing[:5]}, unknown permutations {unknown[:5]}")
+    if mismatch := key_mismatch(sizes, perms, show=5):
+        raise KeyError(f"{what}: permutations do not fit the spec's groups ({mismatch})")
     out = {}
     for p, n in sizes.items():
         perm = torch.as_tensor(perms[p]).to(device="cpu", dtype=torch.long)

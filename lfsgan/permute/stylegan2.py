@@ -42,6 +42,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from lfsgan.io import key_mismatch
 from lfsgan.permute.spec import PermutationSpec, TensorSpec
 
 NOISE_MAP = "fixed per-layer noise map: a constant of the evaluation, shared by all channels"
@@ -69,13 +70,8 @@ def _need(shapes: Mapping[str, tuple[int, ...]], key: str, what: str) -> tuple[i
 
 
 def _finish(specs: dict[str, TensorSpec], shapes: Mapping[str, tuple[int, ...]], name: str) -> PermutationSpec:
-    unknown = sorted(set(shapes) - set(specs))
-    missing = sorted(set(specs) - set(shapes))
-    if unknown or missing:
-        raise KeyError(
-            f"{name}: state_dict keys do not match the expected layout; unknown to the spec: "
-            f"{unknown[:6]}{' ...' if len(unknown) > 6 else ''}; expected but absent: {missing[:6]}"
-        )
+    if mismatch := key_mismatch(specs, shapes, show=6):
+        raise KeyError(f"{name}: state_dict keys do not match the expected layout ({mismatch}, relative to the spec)")
     spec = PermutationSpec({k: specs[k] for k in shapes}, name=name)  # state_dict order
     return spec
 

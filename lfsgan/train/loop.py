@@ -6,7 +6,7 @@ folder ``out_dir``:
 - ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end (resumable state; a run restarted
   with ``resume=True`` continues from it and, on the CPU, ends bit-identical to an uninterrupted run);
 - ``losses.csv`` / ``metrics.jsonl`` every ``log_every`` steps;
-- ``samples/step_XXXXXX.png`` every ``sample_every`` steps and ``samples.png`` at the end: fixed latents,
+- ``samples/step_<NNNNNN>.png`` (six-digit step) every ``sample_every`` steps and ``samples.png`` at the end: fixed latents,
   ``noise_mode="const"``, from the EMA generator when kept;
 - ``final.pt`` (``g``, ``d``, ``g_ema``; meta ``{"model", "train", "step", ...}``) and, for a method,
   ``task.pt`` (``method.task_state``) when the run completes.
