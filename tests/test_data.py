@@ -345,7 +345,7 @@ def test_sampler_deterministic_given_seed():
     a, b, c = first_five(1), first_five(1), first_five(2)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
-    assert a[0].dtype == torch.float32 and tuple(a[0].shape) == (16, 3, 4, 4)  # batch > N: with replacement
+    assert a[0].dtype == torch.float32 and tuple(a[0].shape) == (16, 3, 4, 4)  # batch > N: epochs run into each other
     assert a[0].min() >= -1 and a[0].max() <= 1
 
 
@@ -378,8 +378,49 @@ def test_sampler_resumes_from_state():
     assert all(torch.equal(next(s2), e) for e in expected)
 
 
+def _indices(batch: torch.Tensor, imgs: torch.Tensor) -> list[int]:
+    """Which image of ``imgs`` each item of a float batch is (no flips)."""
+    plain = to_float(imgs).flatten(1)
+    return [int(torch.nonzero((plain == item.flatten()).all(1))[0]) for item in batch]
+
+
+@pytest.mark.parametrize("n, batch", [(10, 4), (10, 10), (7, 3), (3, 5)])
+def test_sampler_epochs_show_every_image_once_per_epoch(n, batch):
+    imgs = _asymmetric_images(n)
+    it = batches(imgs, batch, seed=4, hflip=False)
+    stream = [i for _ in range(6 * n) for i in _indices(next(it), imgs)]
+    epochs = [stream[k : k + n] for k in range(0, len(stream) - n + 1, n)]
+    assert len(epochs) >= 6
+    assert all(sorted(e) == list(range(n)) for e in epochs), "an epoch skipped or repeated an image"
+    assert len({tuple(e) for e in epochs}) > 1, "every epoch in the same order: not shuffled"
+    if batch <= n:  # the official loader never repeats an image inside a batch
+        for k in range(0, len(stream), batch):
+            assert len(set(stream[k : k + batch])) == batch
+
+
+def test_sampler_with_replacement_repeats_images_in_batches():
+    imgs = _asymmetric_images(10)
+    it = batches(imgs, 4, seed=0, hflip=False, sampling="replacement")
+    dup = sum(len(set(_indices(next(it), imgs))) < 4 for _ in range(200))
+    assert 60 < dup < 140  # P(duplicate in 4 of 10) = 1 - 10*9*8*7/10^4 = 0.496
+
+
+@pytest.mark.parametrize("sampling", ["epochs", "replacement"])
+def test_sampler_resumes_mid_epoch(sampling):
+    imgs = _asymmetric_images(10)
+    s1 = InfiniteSampler(imgs, 4, seed=9, sampling=sampling)
+    next(s1)  # 4 of the first epoch's 10 images used: the state sits mid-epoch
+    state = {k: v.clone() for k, v in s1.state_dict().items()}
+    expected = [next(s1) for _ in range(7)]
+    s2 = InfiniteSampler(imgs, 4, seed=123, sampling=sampling)
+    s2.load_state_dict(state)
+    assert all(torch.equal(next(s2), e) for e in expected)
+
+
 def test_sampler_rejects_bad_input():
     with pytest.raises(ValueError, match="uint8 tensor"):
         InfiniteSampler(torch.zeros(2, 3, 4, 4), 2, seed=0)
     with pytest.raises(ValueError, match="batch"):
         InfiniteSampler(_asymmetric_images(), 0, seed=0)
+    with pytest.raises(ValueError, match="sampling must be one of epochs, replacement"):
+        InfiniteSampler(_asymmetric_images(), 2, seed=0, sampling="bootstrap")

@@ -23,7 +23,7 @@ def run(cfg: dict, seed: int, data: str, out: str, no_resume: bool = False) -> N
     )
     torch.manual_seed(seed)  # weight initialisation
     G, D = build_models(model_config(cfg))
-    sampler = InfiniteSampler(dataset.images, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"])
+    sampler = InfiniteSampler(dataset.images, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"], sampling=cfg["data"]["sampling"])
     result = train(
         G,
         D,

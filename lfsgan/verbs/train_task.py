@@ -54,7 +54,7 @@ def run(
         extras=extras,
     )
     shots = dataset.shots()  # uint8 [n_shots, 3, R, R]
-    sampler = InfiniteSampler(shots, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"])
+    sampler = InfiniteSampler(shots, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"], sampling=cfg["data"]["sampling"])
     G, D = build_models(model_config(cfg))
     g_total = sum(p.numel() for p in G.parameters())
     impl = method_for(cfg, method)
