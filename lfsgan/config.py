@@ -111,6 +111,13 @@ def _check_references(cfg: dict, source: str) -> None:
         if a == b:
             raise ConfigError(f"{source}: key 'permutation.pairs.{i}': a pair needs two different seeds")
     for name, spec in domains.items():
+        if ("builtin" in spec) == ("path" in spec):
+            raise ConfigError(
+                f"{source}: key 'data.domains.{name}': give either `builtin: NAME` (a demo domain) or "
+                f"`path: FOLDER_OR_ZIP` (your images, optionally with `shots: FOLDER_OR_ZIP`), not {sorted(spec)}"
+            )
+        if "shots" in spec and "builtin" in spec:
+            raise ConfigError(f"{source}: key 'data.domains.{name}.shots': only a `path` domain takes given shots")
         if "builtin" in spec:
             from lfsgan.data import DEMO_DOMAINS  # local import: keeps `import lfsgan.config` light
 

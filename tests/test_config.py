@@ -67,6 +67,10 @@ def test_method_option_defaults_come_from_the_schema():
         (lambda c: c["source"].update(domain="nope"), "source.domain", "not a key of data.domains"),
         (lambda c: c["data"]["domains"].update(x={"builtin": "mnist-nope"}), "data.domains.x.builtin", "unknown demo domain"),
         (lambda c: c["permutation"].update(pairs=[[0, 7]]), "permutation.pairs.0", "not in source.seeds"),
+        (lambda c: c["data"]["domains"].update(x={"shots": "s/"}), "data.domains.x", "give either `builtin: NAME`"),
+        (lambda c: c["data"]["domains"].update(x={"builtin": "mnist-sketch", "path": "p/"}), "data.domains.x", "not ['builtin', 'path']"),
+        (lambda c: c["data"]["domains"].update(x={"builtin": "mnist-sketch", "shots": "s/"}), "data.domains.x.shots", "only a `path` domain"),
+        (lambda c: c["data"].update(sampling="bootstrap"), "data.sampling", "is not one of"),
         # method options: checked per kind against $defs/options_<kind>
         (lambda c: c["methods"]["ewc"]["options"].update(lamda=1), "methods.ewc.options", "'lamda' was unexpected"),
         (lambda c: c["methods"]["lfsgan"]["options"].update(rank=0), "methods.lfsgan.options.rank", "minimum"),

@@ -240,15 +240,19 @@ def test_load_prepared_errors(image_folder: Path, tmp_path: Path):
     tensors, meta = load_checkpoint(out / "images.pt")
     tampered = tensors["images"].clone()
     tampered[0, 0, 0, 0] ^= 1
-    save_checkpoint(out / "images.pt", {"images": tampered}, meta)  # same meta, different pixels
+    shots = tensors["shots"]
+    save_checkpoint(out / "images.pt", {"images": tampered, "shots": shots}, meta)  # same meta, different pixels
     with pytest.raises(ValueError, match="images_sha256.*lfsgan prepare"):
         load_prepared(out)
     load_prepared(out, verify=False)  # the cheap check passes; only verify reads every byte
-    save_checkpoint(out / "images.pt", {"images": tampered}, {**meta, "images_sha256": "0" * 64})
+    save_checkpoint(out / "images.pt", {"images": tampered, "shots": shots}, {**meta, "images_sha256": "0" * 64})
     with pytest.raises(ValueError, match="different preparations"):
         load_prepared(out)
-    save_checkpoint(out / "images.pt", {"images": tampered[:2]}, meta)
+    save_checkpoint(out / "images.pt", {"images": tampered[:2], "shots": shots}, meta)
     with pytest.raises(ValueError, match=r"expected uint8 \[4, 3, 8, 8\]"):
+        load_prepared(out)
+    save_checkpoint(out / "images.pt", {"images": tensors["images"], "shots": shots.flip(0)}, meta)
+    with pytest.raises(ValueError, match="shots_sha256"):
         load_prepared(out)
 
 
@@ -424,3 +428,51 @@ def test_sampler_rejects_bad_input():
         InfiniteSampler(_asymmetric_images(), 0, seed=0)
     with pytest.raises(ValueError, match="sampling must be one of epochs, replacement"):
         InfiniteSampler(_asymmetric_images(), 2, seed=0, sampling="bootstrap")
+
+
+# --- given few-shot sets (a benchmark's released shots beside its full set) ---------------------
+
+
+def _png_folder(root: Path, n: int, seed: int) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / f"img{i:02d}.png")
+    return root
+
+
+def test_given_shots_are_exactly_the_shots_folder(tmp_path: Path):
+    full = _png_folder(tmp_path / "full", 6, seed=0)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("img01.png", "img04.png"):  # two of the full set, byte-identical
+        (shots / name).write_bytes((full / name).read_bytes())
+    _png_folder(tmp_path / "extra", 1, seed=7)
+    (shots / "new.png").write_bytes((tmp_path / "extra" / "img00.png").read_bytes())  # not in the full set
+
+    manifest = prepare_dataset(full, tmp_path / "out", resolution=8, n_shots=3, shots_source=shots)
+    ds = load_prepared(tmp_path / "out")
+
+    assert [f["name"] for f in manifest["shot_files"]] == ["img01.png", "img04.png", "new.png"]
+    assert [f["sha256"] for f in manifest["shot_files"]] == [
+        hashlib.sha256((shots / n).read_bytes()).hexdigest() for n in ("img01.png", "img04.png", "new.png")
+    ]
+    assert manifest["shots"] == [1, 4, None] and manifest["shot_seed"] is None
+    assert manifest["n_images"] == 6  # the reference set is the full folder only
+    assert torch.equal(ds.shots()[:2], ds.images[[1, 4]])
+    assert manifest["shots_sha256"] == images_sha256(ds.shots())
+
+
+def test_given_shots_count_and_content_are_checked(tmp_path: Path):
+    full = _png_folder(tmp_path / "full", 4, seed=0)
+    shots = _png_folder(tmp_path / "shots", 2, seed=1)
+    with pytest.raises(ValueError, match=r"shots: holds 2 shot image\(s\) but data.n_shots is 3"):
+        prepare_dataset(full, tmp_path / "a", resolution=8, n_shots=3, shots_source=shots)
+    (shots / "readme.txt").write_text("these are the shots")
+    with pytest.raises(ValueError, match=r"readme.txt: not a PNG/JPEG/WebP image, in the shots folder"):
+        prepare_dataset(full, tmp_path / "b", resolution=8, n_shots=2, shots_source=shots)
+    (shots / "readme.txt").unlink()
+    (shots / "img01.png").write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match=r"img01.png: cannot read image"):
+        prepare_dataset(full, tmp_path / "c", resolution=8, n_shots=2, shots_source=shots)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -9,6 +9,7 @@ the order (and with it the few-shot indices) is the same on every machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class ImageFiles:
     names: list[str]  # relative POSIX paths, sorted
     read: Callable[[str], bytes]  # name -> the file's bytes
     where: Callable[[str], str]  # name -> a location a person can find (for error messages)
+    others: list[str] = dataclasses.field(default_factory=list)  # visible files that are not images, sorted
 
 
 @contextlib.contextmanager
@@ -58,27 +60,37 @@ def open_image_files(source: str | os.PathLike) -> Iterator[ImageFiles]:
 
 
 def _folder_files(root: Path) -> ImageFiles:
-    names = []
+    names, others = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # skip hidden folders early
         rel = Path(dirpath).relative_to(root)
         names += [(rel / f).as_posix() for f in filenames if is_image_name((rel / f).as_posix())]
+        others += [(rel / f).as_posix() for f in filenames if _is_other((rel / f).as_posix())]
     return ImageFiles(
         description={"kind": "folder", "path": str(root)},
         names=sorted(names),
         read=lambda name: (root / name).read_bytes(),
         where=lambda name: str(root / name),
+        others=sorted(others),
     )
 
 
 def _zip_files(path: Path, archive: zipfile.ZipFile) -> ImageFiles:
-    names = sorted({info.filename for info in archive.infolist() if not info.is_dir() and is_image_name(info.filename)})
+    members = [info.filename for info in archive.infolist() if not info.is_dir()]
+    names = sorted({m for m in members if is_image_name(m)})
     return ImageFiles(
         description={"kind": "zip", "path": str(path), "sha256": sha256_file(path)},
         names=names,
         read=archive.read,
         where=lambda name: f"{path} (member {name})",
+        others=sorted({m for m in members if _is_other(m)}),
     )
+
+
+def _is_other(relpath: str) -> bool:
+    """A visible file that is not an image (hidden files and ``__MACOSX`` are not counted)."""
+    parts = PurePosixPath(relpath).parts
+    return not any(p.startswith(".") or p == "__MACOSX" for p in parts) and not is_image_name(relpath)
 
 
 def _require_images(files: ImageFiles, source: Path) -> None:

@@ -2,12 +2,19 @@
 
 A prepared dataset is a folder with two files:
 
-- ``images.pt`` — :func:`lfsgan.io.save_checkpoint` of ``{"images": uint8 [N, 3, R, R]}``;
+- ``images.pt`` — :func:`lfsgan.io.save_checkpoint` of ``{"images": uint8 [N, 3, R, R],
+  "shots": uint8 [n_shots, 3, R, R]}``: the full set (the reference of FID/KID and LPIPS) and the
+  few-shot training images;
 - ``manifest.json`` — where every image came from (sorted names, sha256 of each source file or,
   for built-ins, of each generated image's bytes, original (w, h)), the crop/colour/resize policy,
-  the few-shot indices and the seed that chose them, ``images_sha256`` (the key under which
-  metrics cache real-image statistics) and software versions. No timestamps: preparing twice gives
-  the same manifest.
+  the few shots and how they were chosen, ``images_sha256`` (the key under which metrics cache
+  real-image statistics), ``shots_sha256`` and software versions. No timestamps: preparing twice
+  gives the same manifest.
+
+The few shots are either **drawn** from the full set with ``shot_seed`` (``shots`` lists their
+indices) or **given** as a folder/zip of their own (``shot_files`` lists them with their sha256, and
+``shots`` the index of the byte-identical full-set file where there is one, else null) — the layout
+of released few-shot benchmarks, which ship a fixed 10-shot set beside the full set.
 
 The folder is built beside ``out_dir`` under a temporary name and renamed when complete, so a job
 killed midway leaves nothing that looks finished.
@@ -39,10 +46,10 @@ from lfsgan.data.sampler import to_float
 from lfsgan.io import load_checkpoint, save_checkpoint, write_json
 
 FORMAT = "lfsgan-prepared-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 IMAGES_FILE, MANIFEST_FILE = "images.pt", "manifest.json"
 SHOT_RULE = "sorted(numpy.random.default_rng(shot_seed).choice(n_images, n_shots, replace=False))"
-_REQUIRED_KEYS = ("format", "format_version", "n_images", "resolution", "shots", "shot_seed", "images_sha256", "files")
+_REQUIRED_KEYS = ("format", "format_version", "n_images", "resolution", "shots", "shot_seed", "images_sha256", "shots_sha256", "files")
 
 
 def images_sha256(images: torch.Tensor) -> str:
@@ -70,6 +77,7 @@ def prepare_dataset(
     resize_filter: str = "lanczos",
     n_shots: int = 10,
     shot_seed: int = 0,
+    shots_source: str | os.PathLike | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Prepare ``source`` into ``out_dir`` (``images.pt`` + ``manifest.json``) and return the manifest.
@@ -77,8 +85,10 @@ def prepare_dataset(
     ``source``: a folder or ``.zip`` of PNG/JPEG/WebP images (subfolders searched), or the string
     ``"builtin:NAME"`` for a demo domain (:data:`lfsgan.data.demo.DEMO_DOMAINS`). Each image is
     decoded to RGB, centre-cropped to a square and resized to ``resolution`` with ``resize_filter``
-    (policies in :mod:`lfsgan.data.images`). An existing ``out_dir`` is replaced only if it is
-    empty or a prepared dataset. ``progress``: None = a tqdm bar only on a terminal.
+    (policies in :mod:`lfsgan.data.images`). ``shots_source``: a folder or ``.zip`` holding exactly
+    ``n_shots`` images, the fixed training shots (then ``shot_seed`` is not used). An existing
+    ``out_dir`` is replaced only if it is empty or a prepared dataset. ``progress``: None = a tqdm bar
+    only on a terminal.
     """
     if not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
@@ -98,6 +108,14 @@ def prepare_dataset(
             source_info = found.description
         crop, colour = CROP_POLICY, COLOUR_POLICY
 
+    shot_files = None
+    if shots_source is not None:
+        shot_images, shot_files = _read_shots(Path(shots_source), n_shots, resolution, resize_filter)
+        by_sha = {f["sha256"]: i for i, f in enumerate(files)}
+        shots = [by_sha.get(f["sha256"]) for f in shot_files]
+    else:
+        shot_images = images[torch.as_tensor(shots, dtype=torch.long)]
+
     digest = images_sha256(images)
     manifest = {
         "format": FORMAT,
@@ -111,17 +129,19 @@ def prepare_dataset(
         "colour": colour,
         "n_shots": n_shots,
         "shots": shots,
-        "shot_seed": shot_seed,
-        "shot_rule": SHOT_RULE,
+        "shot_seed": shot_seed if shot_files is None else None,
+        "shot_rule": SHOT_RULE if shot_files is None else f"given: every image of {shots_source}, sorted by name",
+        "shot_files": shot_files,
+        "shots_sha256": images_sha256(shot_images),
         "images_sha256": digest,
-        "images_layout": f"{IMAGES_FILE} key 'images': uint8 [N, 3, R, R], RGB",
+        "images_layout": f"{IMAGES_FILE} keys 'images': uint8 [N, 3, R, R] and 'shots': uint8 [n_shots, 3, R, R], RGB",
         "lfsgan_version": lfsgan.__version__,
         "pillow_version": importlib.metadata.version("pillow"),
         "numpy_version": np.__version__,
     }
     meta = {"format": FORMAT, "n_images": len(files), "resolution": resolution, "images_sha256": digest}
     with _atomic_dir(out_dir) as tmp:
-        save_checkpoint(tmp / IMAGES_FILE, {"images": images}, meta)
+        save_checkpoint(tmp / IMAGES_FILE, {"images": images, "shots": shot_images}, meta)
         write_json(tmp / MANIFEST_FILE, manifest)
     return manifest
 
@@ -140,6 +160,23 @@ def _read_files(found: ImageFiles, resolution: int, resize_filter: str, progress
         files.append({"name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": list(img.size)})
         images[i] = to_chw(centre_crop_resize(img, resolution, resize_filter))
     return images, files
+
+
+def _read_shots(source: Path, n_shots: int, resolution: int, resize_filter: str) -> tuple[torch.Tensor, list[dict]]:
+    """The given few-shot set: exactly ``n_shots`` images, nothing else visible in the folder/zip."""
+    with open_image_files(source) as found:
+        others = [n for n in found.others if not n.endswith("/")]
+        if others:
+            raise ValueError(
+                f"{found.where(others[0])}: not a PNG/JPEG/WebP image, in the shots folder {source}; "
+                f"a shots folder holds only the {n_shots} training images"
+            )
+        if len(found.names) != n_shots:
+            raise ValueError(
+                f"{source}: holds {len(found.names)} shot image(s) but data.n_shots is {n_shots}; "
+                "give exactly n_shots images or change data.n_shots"
+            )
+        return _read_files(found, resolution, resize_filter, progress=False)
 
 
 def _render_builtin(source: str, resolution: int, resize_filter: str) -> tuple[torch.Tensor, list[dict], dict]:
@@ -199,9 +236,11 @@ class PreparedDataset:
     def resolution(self) -> int:
         return int(self.manifest["resolution"])
 
+    shot_images: torch.Tensor
+
     def shots(self) -> torch.Tensor:
-        """The few-shot training images, uint8 ``[n_shots, 3, R, R]`` (indices from the manifest)."""
-        return self.images[torch.as_tensor(self.manifest["shots"], dtype=torch.long)]
+        """The few-shot training images, uint8 ``[n_shots, 3, R, R]`` (drawn from the full set or given)."""
+        return self.shot_images
 
     def as_float(self) -> torch.Tensor:
         """All images as float ``[N, 3, R, R]`` in [-1, 1]."""
@@ -238,6 +277,11 @@ def load_prepared(path: str | os.PathLike, verify: bool = True) -> PreparedDatas
         raise ValueError(f"{path}: {IMAGES_FILE} and {MANIFEST_FILE} come from different preparations; {redo}")
     if verify and images_sha256(images) != manifest["images_sha256"]:
         raise ValueError(f"{images_path}: the images do not match the manifest's images_sha256 (file changed); {redo}")
-    if any(not 0 <= i < n for i in manifest["shots"]):
+    if any(i is not None and not 0 <= i < n for i in manifest["shots"]):
         raise ValueError(f"{manifest_path}: shot indices {manifest['shots']} out of range for {n} images; {redo}")
-    return PreparedDataset(path=path, images=images, manifest=manifest)
+    shots = tensors.get("shots")
+    if not isinstance(shots, torch.Tensor) or shots.dtype != torch.uint8 or tuple(shots.shape) != (len(manifest["shots"]), 3, r, r):
+        raise ValueError(f"{images_path}: no uint8 'shots' tensor of {len(manifest['shots'])} images as the manifest says; {redo}")
+    if verify and images_sha256(shots) != manifest.get("shots_sha256"):
+        raise ValueError(f"{images_path}: the shots do not match the manifest's shots_sha256 (file changed); {redo}")
+    return PreparedDataset(path=path, images=images, manifest=manifest, shot_images=shots)

@@ -50,7 +50,7 @@ def run(cfg: dict, samples: str, data: str, cache: str, out: str, extractor: str
     model = make_lpips(lp["net"], lp["backbone_weights"], lp["allow_random_backbone"], device=device.type)
     div = lpips_diversity(
         to_float(fake),
-        dataset.as_float()[dataset.manifest["shots"]],
+        to_float(dataset.shots()),
         lpips_model=model,
         n_fake=min(lp["n_fake"], len(fake)),
         cluster_size=lp["cluster_size"],

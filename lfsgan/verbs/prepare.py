@@ -22,4 +22,5 @@ def run(cfg: dict, domain: str, out: str) -> None:
         resize_filter=data["resize_filter"],
         n_shots=data["n_shots"],
         shot_seed=data["shot_seed"],
+        shots_source=Path(spec["shots"]) if "shots" in spec else None,
     )

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from lfsgan.config import ConfigError, method_train_config
-from lfsgan.data import InfiniteSampler, load_prepared
+from lfsgan.data import InfiniteSampler, load_prepared, to_float
 from lfsgan.io import load_checkpoint, write_json
 from lfsgan.metrics import count_tensors
 from lfsgan.methods.base import TaskContext
@@ -48,7 +48,7 @@ def run(
         source_g=g_src,
         source_d=d_src,
         previous=load_task_states(list(previous)),
-        real_shots=dataset.as_float()[dataset.manifest["shots"]],
+        real_shots=to_float(dataset.shots()),
         device=device,
         seed=seed,
         extras=extras,
@@ -70,7 +70,8 @@ def run(
         resume=True,
         meta={
             "workflow": {"stage": "task", "method": method, "kind": kind, "task": task, "task_index": index},
-            "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], "shots": dataset.manifest["shots"]},
+            "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], "shots": dataset.manifest["shots"],
+                     "shots_sha256": dataset.manifest["shots_sha256"]},
             "versions": versions(),
         },
     )
