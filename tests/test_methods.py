@@ -215,6 +215,30 @@ def test_left_parameter_count_at_256(G256, rank, use_add, expected):
     assert sum(p.numel() for p in G256.parameters() if p.requires_grad) == expected
 
 
+@pytest.mark.parametrize("init, expected", [("faithful", 66_961), ("trainable", 108_446)])
+def test_left_trained_parameter_count_at_256(init, expected):
+    """The released LeFT (faithful init) trains 54,161 multiplicative + 12,800 bias-offset parameters:
+    its additive factor pairs start at zero on both sides and never move. The fixed init trains all."""
+    torch.manual_seed(0)
+    G = Generator(256)
+    with torch.no_grad():  # a pretrained source has non-zero mapping biases (0 at init, where b * beta_m has no gradient)
+        for name, p in G.named_parameters():
+            if name.startswith("style.") and name.endswith("bias"):
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    m = make_method("lfsgan", {"rank": 1, "use_add": True, "init": init})
+    m.attach_left(G, seed=0)
+    named = [(n, p) for n, p in G.named_parameters() if p.requires_grad]
+    before = {n: p.detach().clone() for n, p in named}
+    opt = torch.optim.Adam([p for _, p in named], lr=1e-3)
+    z = torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):  # two steps: with the fixed init the random factor moves once its zero partner has
+        opt.zero_grad()
+        G(z, noise_mode="const").square().mean().backward()
+        opt.step()
+    trained = sum(p.numel() for n, p in named if not torch.equal(p.detach(), before[n]))
+    assert trained == expected
+
+
 # --- mode seeking ------------------------------------------------------------------------------
 def reference_mode_seeking(z, w, feats, x, clusters, n_clusters, variant):
     """§1.6 written as the released loops (F.l1_loss per pair), with the chosen pairing."""
