@@ -119,6 +119,11 @@ def _(p):
     p.add_argument("--out", required=True, help="report folder")
 
 
+@verb("weights", "weights", "list the weights files the config needs (Inception, VGG16, source); --fetch downloads them")
+def _(p):
+    p.add_argument("--fetch", action="store_true", help="download the missing public files into the torch hub cache and verify them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lfsgan import __version__
 

@@ -113,3 +113,11 @@ def _report_inputs(wc=None):
         "match": [f"results/permutation/{a}_{b}/match.json" for a, b in PAIRS],
         "fisher": "results/fisher/layers.csv",
     }
+
+
+onstart:
+    # Stop before the first job when a weights file the config needs is missing and cannot be
+    # downloaded (e.g. on an offline cluster), instead of failing at evaluation after all training.
+    from lfsgan.metrics.requirements import check_required_weights
+
+    check_required_weights(config, source="workflow config")
