@@ -142,11 +142,39 @@ def load_config(path: str | Path) -> dict:
     return validate_config(raw, source=str(path))
 
 
+#: a replicate run of a method is named ``<method>@r<k>`` (k >= 1); replicate 0 keeps the plain name
+REPLICATE_SEP = "@r"
+
+
+def method_runs(cfg: dict) -> list[str]:
+    """Every (method, replicate) the workflow trains: ``m`` for replicate 0, ``m@r1``… up to ``replicates - 1``.
+
+    Replicates are independent task trainings (their own training seed), so every metric can be
+    reported as a mean with a confidence interval over them; each is a separate Snakemake job.
+    """
+    return [m if k == 0 else f"{m}{REPLICATE_SEP}{k}" for m in cfg["methods"] for k in range(cfg["replicates"])]
+
+
+def split_run(cfg: dict, run: str) -> tuple[str, int]:
+    """``(method, replicate)`` of a run name from :func:`method_runs`; a clear error for anything else."""
+    method, sep, k = run.partition(REPLICATE_SEP)
+    replicate = int(k) if sep and k.isdigit() else (0 if not sep else -1)
+    if method not in cfg["methods"] or not 0 <= replicate < cfg["replicates"]:
+        raise ConfigError(
+            f"unknown method '{run}' (config methods: {', '.join(cfg['methods'])}; replicate k of method m is "
+            f"'m{REPLICATE_SEP}k' with 1 <= k < replicates = {cfg['replicates']})"
+        )
+    return method, replicate
+
+
+def method_entry(cfg: dict, run: str) -> dict:
+    """The config entry (``kind``, ``options``, ``train``) of a method or one of its replicate runs."""
+    return cfg["methods"][split_run(cfg, run)[0]]
+
+
 def method_train_config(cfg: dict, method: str) -> dict:
     """Training settings of ``method``'s tasks: ``task_train`` overridden by the method's ``train``."""
-    if method not in cfg["methods"]:
-        raise ConfigError(f"unknown method '{method}' (config methods: {', '.join(cfg['methods'])})")
-    return {**cfg["task_train"], **cfg["methods"][method].get("train", {})}
+    return {**cfg["task_train"], **method_entry(cfg, method).get("train", {})}
 
 
 def permutation_pairs(cfg: dict) -> list[tuple[int, int]]:

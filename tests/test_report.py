@@ -40,6 +40,14 @@ def test_summary_and_forgetting_tables(completed_run):
     assert (avg[avg.method.isin(["lfsgan", "piggyback"])]["average_forgetting"] == 0).all()
     md = (rep / "summary.md").read_text()
     assert "## Protocol" in md and "Forgetting matrix" in md and "Linear mode connectivity" in md
+    # claims and results come first, the protocol last
+    assert md.index("## Claims of the papers") < md.index("## Results after the last task") < md.index("## Protocol")
+    claims = pd.read_csv(rep / "claims.csv").set_index("claim")
+    assert claims.loc["EWC forgets less than fine-tuning (average FID forgetting)", "verdict"] == "inconclusive (n = 1)"
+    isolation = claims.loc["learning a new task does not change the earlier ones (average FID forgetting)"]
+    assert isolation["verdict"] == "not evidence: by construction (isolated task state)"
+    assert "by construction" in isolation["left_value"]
+    assert claims.loc["the mode-seeking loss raises diversity (B-LPIPS)", "verdict"].startswith("not run: the config has no")
     metrics = json.loads((rep / "metrics.json").read_text())
     assert "lfsgan/sketch/fid" in metrics
 
@@ -48,7 +56,9 @@ def test_summary_and_forgetting_tables(completed_run):
 def test_html_report_renders_in_a_browser(completed_run, tmp_path):
     project = completed_run.copy(tmp_path / "p")
     html = project.root / "results" / "report" / "report.html"
-    project.snakemake("--cores", "1", "--report", str(html), timeout=600)
+    build = project.snakemake("--cores", "1", "--report", str(html), timeout=600)
+    # docutils reports caption problems as "(ERROR/3)" / "(WARNING/2)" in the build log, not as a failure
+    assert "(ERROR/" not in build.stdout and "(WARNING/" not in build.stdout, build.stdout[-3000:]
     dom = subprocess.run(
         ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=10000",
          "--dump-dom", html.as_uri()],

@@ -79,7 +79,7 @@ def replicate_values(df: pd.DataFrame, method: str, quantity: str) -> list[float
     learning the task (``own:``), or its average forgetting (``forgetting:``: mean over s < T of
     metric(s after T) − metric(s after s), sign-flipped where higher is better)."""
     what, metric = quantity.split(":")
-    rows = df[df["method"] == method]
+    rows = df[df["base_method" if "base_method" in df else "method"] == method]
     if "replicate" not in rows:
         rows = rows.assign(replicate=0)
     values = []
@@ -98,7 +98,8 @@ def replicate_values(df: pd.DataFrame, method: str, quantity: str) -> list[float
 
 
 def _side(df: pd.DataFrame, methods: dict[str, dict], row: Row) -> tuple[str | None, Estimate | None]:
-    names = [m for m, entry in methods.items() if row.pick(entry) and m in set(df["method"])]
+    present = set(df["base_method" if "base_method" in df else "method"])
+    names = [m for m, entry in methods.items() if row.pick(entry) and m in present]
     if not names:
         return None, None
     name = names[0]

@@ -8,6 +8,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from lfsgan.config import REPLICATE_SEP
 from lfsgan.metrics.forgetting import average_forgetting, forgetting_matrix
 
 #: metric -> whether a higher value is better
@@ -21,6 +22,8 @@ def collect_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
     for p in paths:
         rec = json.loads(Path(p).read_text())
         row = {k: rec[k] for k in ("method", "after_task", "task", "task_index", "after_index")}
+        base, _, rep = row["method"].partition(REPLICATE_SEP)  # replicate k >= 1 runs as <method>@r<k>
+        row.update(base_method=base, replicate=int(rep) if rep else 0)
         row.update({m: rec.get(m) for m in [*METRICS, "kid_std", "entropy"]})
         for key, value in _flatten(rec.get("protocol", {}), "protocol").items():
             row[key] = value
@@ -74,6 +77,26 @@ def forgetting_tables(df: pd.DataFrame) -> tuple[dict[tuple[str, str], pd.DataFr
                 {"method": method, "metric": metric, "average_forgetting": average_forgetting(mat, higher_is_better)}
             )
     return matrices, pd.DataFrame(avg_rows)
+
+
+def replicated_table(summary: pd.DataFrame, avg: pd.DataFrame) -> pd.DataFrame:
+    """Per method and task, every metric after the last task as mean ± 95 % CI over the replicates
+    (n given), and per method its average forgetting likewise (task ``"average forgetting"``)."""
+    from lfsgan.report.evidence import estimate
+
+    rows = []
+    for (method, task), g in summary.groupby(["base_method", "task"], sort=False):
+        rows.append({"method": method, "task": task, "n": len(g),
+                     **{m: str(estimate(g[m])) if g[m].notna().any() else "" for m in METRICS}})
+    if not avg.empty:
+        avg = avg.assign(base_method=[m.partition(REPLICATE_SEP)[0] for m in avg["method"]])
+        for method, g in avg.groupby("base_method", sort=False):
+            values = {r.metric: [] for r in g.itertuples()}
+            for r in g.itertuples():
+                values[r.metric].append(r.average_forgetting)
+            rows.append({"method": method, "task": "average forgetting", "n": max(len(v) for v in values.values()),
+                         **{m: str(estimate(v)) for m, v in values.items() if any(x == x for x in v)}})
+    return pd.DataFrame(rows)
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:

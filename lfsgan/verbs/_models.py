@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lfsgan.config import method_entry
 from lfsgan.io import load_checkpoint
 from lfsgan.methods import make_method
 from lfsgan.methods.base import Method
@@ -30,7 +31,8 @@ def load_source(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, to
 
 
 def method_for(cfg: dict, name: str) -> Method:
-    entry = cfg["methods"][name]
+    """The method of a config entry, or of one of its replicate runs (``name@r<k>``)."""
+    entry = method_entry(cfg, name)
     return make_method(entry["kind"], entry.get("options", {}))
 
 

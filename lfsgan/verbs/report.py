@@ -19,7 +19,8 @@ from lfsgan.report import (
     summary_table,
     to_markdown,
 )
-from lfsgan.report.tables import METRICS
+from lfsgan.report.claims import claims_table
+from lfsgan.report.tables import METRICS, replicated_table
 
 log = logging.getLogger("lfsgan")
 
@@ -81,7 +82,19 @@ def run(
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
     sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
 
-    md = [_protocol_header(summary), "## Results after the last task\n", to_markdown(_headline_columns(summary))]
+    claims = claims_table(df, cfg["methods"])
+    replicated = replicated_table(summary, avg)
+    with atomic_path(out / "claims.csv") as tmp:
+        claims.to_csv(tmp, index=False)
+    with atomic_path(out / "replicated.csv") as tmp:
+        replicated.to_csv(tmp, index=False)
+
+    n_reps = int(df.groupby("base_method")["replicate"].nunique().min())
+    md = ["# lfsgan report\n", "## Claims of the papers, tested\n",
+          f"Verdicts computed from the numbers below (mean ± 95 % CI over {n_reps} replicate(s) per method; "
+          "inconclusive when n < 2 or the intervals overlap).\n\n", to_markdown(claims)]
+    md += ["\n## Results after the last task (mean ± 95 % CI over replicates)\n", to_markdown(replicated)]
+    md += ["\n## Results after the last task, per run\n", to_markdown(_headline_columns(summary))]
     md += ["\n## Parameters added per task\n", to_markdown(_params_table(params))]
     md += ["\n## Average forgetting\n", "mean over s < T of metric(s after T) − metric(s after s), sign-flipped for LPIPS "
            "(higher is better): positive = old tasks got worse.\n\n", to_markdown(avg)]
@@ -93,6 +106,7 @@ def run(
         md += ["\n## Linear mode connectivity\n", to_markdown(pd.DataFrame([_lmc_row(p) for p in lmc]))]
     if fisher:
         md += ["\n## Fisher information per layer (source)\n", to_markdown(pd.read_csv(fisher))]
+    md += ["\n" + _protocol_header(summary)]
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text("\n".join(md))
     log.info("report written to %s", out)
@@ -117,7 +131,7 @@ def _headline_columns(summary: pd.DataFrame) -> pd.DataFrame:
 def _protocol_header(summary: pd.DataFrame) -> str:
     cols = [c for c in summary.columns if c.startswith("protocol.")]
     first = summary.iloc[0]
-    lines = ["# lfsgan report\n", "## Protocol\n"]
+    lines = ["## Protocol\n"]
     lines += [f"- `{c.removeprefix('protocol.')}`: {first[c]}" for c in cols if summary[c].nunique(dropna=False) == 1]
     varying = [c for c in cols if summary[c].nunique(dropna=False) > 1]
     if varying:

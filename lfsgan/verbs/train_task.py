@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lfsgan.config import ConfigError, method_train_config
+from lfsgan.config import ConfigError, method_entry, method_train_config, split_run
 from lfsgan.data import InfiniteSampler, load_prepared, to_float
 from lfsgan.io import load_checkpoint, write_json
 from lfsgan.metrics import count_tensors
@@ -15,6 +15,9 @@ from lfsgan.verbs._common import setup_torch, versions
 from lfsgan.verbs._models import load_source, load_task_states, method_for, model_config
 
 log = logging.getLogger("lfsgan")
+
+#: replicate k of a method trains task i with seed i + 1000 k (replicate 0: seed i)
+REPLICATE_SEED_STRIDE = 1000
 
 
 def run(
@@ -29,8 +32,9 @@ def run(
             f"method '{method}' in order (got {len(previous)})"
         )
     device = setup_torch(cfg)
-    kind = cfg["methods"][method]["kind"]
-    seed = index  # one seed per position in the sequence: reruns are reproducible, tasks differ
+    kind = method_entry(cfg, method)["kind"]
+    replicate = split_run(cfg, method)[1]
+    seed = index + REPLICATE_SEED_STRIDE * replicate  # per position in the sequence and per replicate
     tcfg = TrainConfig.from_dict(
         {**method_train_config(cfg, method), "seed": seed, "device": str(device.type)},
         source=f"config keys 'task_train' + 'methods.{method}.train'",
@@ -69,7 +73,7 @@ def run(
         model_cfg=model_config(cfg),
         resume=True,
         meta={
-            "workflow": {"stage": "task", "method": method, "kind": kind, "task": task, "task_index": index},
+            "workflow": {"stage": "task", "method": method, "kind": kind, "task": task, "task_index": index, "replicate": replicate},
             "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], "shots": dataset.manifest["shots"],
                      "shots_sha256": dataset.manifest["shots_sha256"]},
             "versions": versions(),

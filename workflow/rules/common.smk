@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from lfsgan.codedeps import method_sources
-from lfsgan.config import config_digest, method_train_config, permutation_pairs, validate_config
+from lfsgan.config import config_digest, method_entry, method_runs, method_train_config, permutation_pairs, validate_config
 
 # Validate once, fill the schema's defaults in place (a bad key fails here, before any job).
 _resolved = validate_config(config, source="workflow config (config/config.yaml + --configfile/--config)")
@@ -24,7 +24,7 @@ if not Path(CONFIG_FILE).exists():
 
 DOMAINS = list(config["data"]["domains"])
 TASKS = list(config["tasks"])
-METHODS = list(config["methods"])
+METHODS = method_runs(config)  # every method and replicate run (lfsgan.config.method_runs)
 SEEDS = list(config["source"]["seeds"])
 BASE_SEED = SEEDS[0]
 PAIRS = permutation_pairs(config)
@@ -51,7 +51,7 @@ def source_checkpoint(seed=BASE_SEED):
 
 def method_code(wildcards):
     """The method's own modules: editing one reruns that method's tasks (lfsgan/codedeps.py)."""
-    return method_sources(config["methods"][wildcards.method]["kind"], root=Path.cwd())
+    return method_sources(method_entry(config, wildcards.method)["kind"], root=Path.cwd())
 
 
 def task_index(task):
@@ -77,6 +77,7 @@ def report_targets():
     return [
         "results/report/summary.csv",
         "results/report/summary.md",
+        "results/report/claims.csv",
         "results/report/forgetting.png",
         "results/report/metrics_along_tasks.png",
         "results/report/samples.png",
@@ -97,7 +98,7 @@ def _previous_states(wc):
 
 
 def _fisher_input(wc):
-    return ["results/fisher/fisher.pt"] if config["methods"][wc.method]["kind"] == "ewc" else []
+    return ["results/fisher/fisher.pt"] if method_entry(config, wc.method)["kind"] == "ewc" else []
 
 
 def _extractor_input(wc=None):

@@ -7,6 +7,7 @@ rule report:
     output:
         summary=report("results/report/summary.csv", caption="../report/summary.rst", category="Results"),
         markdown="results/report/summary.md",
+        claims=report("results/report/claims.csv", caption="../report/claims.rst", category="Claims"),
         forgetting=report(
             "results/report/forgetting.png", caption="../report/forgetting.rst", category="Results"
         ),

@@ -13,7 +13,7 @@ rule train_task:
         params_json="results/tasks/{method}/{task}/params.json",
         samples="results/tasks/{method}/{task}/samples.png",
     params:
-        method=lambda wc: json.dumps(config["methods"][wc.method], sort_keys=True),
+        method=lambda wc: json.dumps(method_entry(config, wc.method), sort_keys=True),
         train=lambda wc: json.dumps(method_train_config(config, wc.method), sort_keys=True),
         model=section("model"),
         data_dir=lambda wc, input: Path(input.data).parent,
