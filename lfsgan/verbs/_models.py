@@ -1,4 +1,7 @@
-"""Shared by the verbs that build or rebuild generators: model config, source weights, task chains."""
+"""Shared by the verbs that build generators: the model config and the source weights.
+
+Task chains (which need the method registry) are in :mod:`lfsgan.verbs._methods`, so that verbs that
+only build or load a source do not import every method."""
 
 from __future__ import annotations
 
@@ -6,12 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from lfsgan.io import load_checkpoint
-from lfsgan.methods import make_method
-from lfsgan.methods.base import Method
-from lfsgan.train import build_models
 
 
 def model_config(cfg: dict) -> dict[str, Any]:
@@ -27,28 +26,3 @@ def load_source(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, to
     if g is None or "d" not in tensors:
         raise ValueError(f"{path}: not a source checkpoint (needs 'g' or 'g_ema', and 'd'); run `lfsgan pretrain` or `lfsgan import-source`")
     return g, tensors["d"], meta
-
-
-def method_for(cfg: dict, name: str) -> Method:
-    entry = cfg["methods"][name]
-    return make_method(entry["kind"], entry.get("options", {}))
-
-
-def load_task_states(paths: list[str]) -> list[dict[str, Any]]:
-    return [load_checkpoint(p)[0] for p in paths]
-
-
-def rebuild_task_generator(cfg: dict, method_name: str, source: str, states: list[str], task_position: int) -> nn.Module:
-    """The generator of task ``task_position`` (0-based) after the method learnt ``len(states)`` tasks.
-
-    Adapter methods (LeFT, Piggyback) rebuild task s from the source and the states of tasks 0..s;
-    sequential methods (fine-tuning, EWC) use the last stored generator: "after task t" means the
-    weights after t, whatever task they are asked to generate.
-    """
-    g, _d, _ = load_source(source)
-    G, _D = build_models(model_config(cfg))
-    method = method_for(cfg, method_name)
-    chain = load_task_states(states)
-    upto = chain[: task_position + 1] if method.isolates_tasks else chain
-    method.rebuild(G, g, upto)
-    return G.eval().requires_grad_(False)

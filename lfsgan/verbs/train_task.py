@@ -12,7 +12,8 @@ from lfsgan.metrics import count_tensors
 from lfsgan.methods.base import TaskContext
 from lfsgan.train import TrainConfig, build_models, train
 from lfsgan.verbs._common import setup_torch, versions
-from lfsgan.verbs._models import load_source, load_task_states, method_for, model_config
+from lfsgan.verbs._methods import load_task_states, method_for
+from lfsgan.verbs._models import load_source, model_config
 
 log = logging.getLogger("lfsgan")
 
