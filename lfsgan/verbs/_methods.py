@@ -14,6 +14,7 @@ from lfsgan.verbs._models import load_source, model_config
 
 
 def method_for(cfg: dict, name: str) -> Method:
+    """The method configured under ``methods.<name>``."""
     entry = cfg["methods"][name]
     return make_method(entry["kind"], entry.get("options", {}))
 
@@ -29,7 +30,7 @@ def rebuild_task_generator(cfg: dict, method_name: str, source: str, states: lis
     sequential methods (fine-tuning, EWC) use the last stored generator: "after task t" means the
     weights after t, whatever task they are asked to generate.
     """
-    g, _d, _ = load_source(source)
+    g, _d, _ = load_source(source, model_config(cfg))
     G, _D = build_models(model_config(cfg))
     method = method_for(cfg, method_name)
     chain = load_task_states(states)

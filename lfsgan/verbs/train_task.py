@@ -36,7 +36,7 @@ def run(
         {**method_train_config(cfg, method), "seed": seed, "device": str(device.type)},
         source=f"config keys 'task_train' + 'methods.{method}.train'",
     )
-    g_src, d_src, _ = load_source(source)
+    g_src, d_src, _ = load_source(source, model_config(cfg))
     dataset = load_prepared(data)
     extras = {}
     if kind == "ewc":
