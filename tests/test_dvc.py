@@ -206,11 +206,9 @@ def test_editing_a_covered_module_changes_the_stage(project):
 # ---------------------------------------------------------------- security
 
 
-def test_poisoned_fid_cache_from_the_remote_runs_nothing(project, tmp_path):
+def test_poisoned_fid_cache_from_the_remote_runs_nothing(project, tmp_path, plant_poison):
     """A code-carrying pickle planted in results/eval/.cache, pushed and pulled by DVC, is refused by
     `lfsgan evaluate`; the metrics are those of the clean run."""
-    from test_metrics import plant_poison
-
     marker = tmp_path / "pwned"
     cache = project.root / "results" / "eval" / ".cache"
     planted = plant_poison(cache, marker)

@@ -147,32 +147,7 @@ def test_real_statistics_cached_as_tensors(demo_weights, tmp_path, caplog):
     assert _cache_hit(caplog) is False
 
 
-class _Planted:
-    """A pickle that creates ``marker`` when unpickled (``__reduce__`` -> ``open(marker, "w")``)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def plant_poison(cache_dir, marker) -> list:
-    """Overwrite every real-set cache file in ``cache_dir`` with a code-carrying pickle, and add the
-    files torch-fidelity's own cache would read for those entries; returns the planted paths."""
-    planted = []
-    for entry in sorted(cache_dir.glob("real-*.pt")):
-        stem = entry.name[: -len(".pt")]
-        for extractor in ("lfsgan-demo-cnn", "inception-v3-compat"):
-            for layer in ("penultimate", "2048", "64"):
-                planted += [cache_dir / f"{stem}-{extractor}-features-{layer}.pt", cache_dir / f"{stem}-{extractor}-stat-fid-{layer}.pt"]
-        planted.append(entry)
-    for p in planted:
-        torch.save({"features": _Planted(marker)}, p)
-    return planted
-
-
-def test_poisoned_cache_is_refused_and_runs_nothing(demo_weights, tmp_path):
+def test_poisoned_cache_is_refused_and_runs_nothing(demo_weights, tmp_path, plant_poison):
     path, _ = demo_weights
     real, fake = waves(60, 0, seed=20), waves(60, 2, seed=21)
     cache = tmp_path / "cache"
@@ -180,9 +155,10 @@ def test_poisoned_cache_is_refused_and_runs_nothing(demo_weights, tmp_path):
     clean = fid_kid(fake, real, **kw)
     # The planted file is a working attack: plain unpickling runs it.
     probe = tmp_path / "probe"
-    probe_file = tmp_path / "copy.pt"
-    torch.save(_Planted(probe), probe_file)
-    torch.load(probe_file, weights_only=False)
+    probe_dir = tmp_path / "probe_cache"
+    probe_dir.mkdir()
+    (probe_dir / "real-x.pt").touch()
+    torch.load(plant_poison(probe_dir, probe)[0], weights_only=False)
     assert probe.exists()
 
     marker = tmp_path / "pwned"
