@@ -8,6 +8,7 @@ input/output paths, so the Snakemake rules hold the paths and the package holds 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config)
+        check_names(args, cfg)
     except ConfigError as e:
         log.error("%s", e)
         return 2
@@ -162,10 +164,56 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {k: v for k, v in vars(args).items() if k not in ("verb", "config")}
     try:
         module.run(cfg, **kwargs)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
-        return 1
+    except Exception as e:
+        known = known_error(e)
+        if known is None:
+            raise  # a bug: the traceback is what a developer needs
+        log.debug("traceback", exc_info=True)
+        log.error("lfsgan %s: %s", args.verb, one_line(known, args))
+        return 2 if isinstance(known, ConfigError) else 1
     return 0
+
+
+def check_names(args: argparse.Namespace, cfg: dict) -> None:
+    """Arguments that name config entries (``--method``, ``--domain``, ``--task``, ``--after``) must
+    name existing ones; :class:`~lfsgan.config.ConfigError` otherwise, listing the choices."""
+    from lfsgan.config import ConfigError
+
+    choices = {"method": ("methods", list(cfg["methods"])), "domain": ("data.domains", list(cfg["data"]["domains"])),
+               "task": ("tasks", list(cfg["tasks"])), "after": ("tasks", list(cfg["tasks"]))}
+    for arg, (key, names) in choices.items():
+        value = getattr(args, arg, None)
+        if value is not None and value not in names:
+            raise ConfigError(f"{args.config}: --{arg} {value!r} is not in `{key}` of this config; choose one of {', '.join(names)}")
+
+
+def known_error(e: BaseException) -> BaseException | None:
+    """The user-facing error behind ``e``: ``e`` itself if it is a bad-input error (config, missing
+    or unreadable file, bad value, diverged training: ``lfsgan.train.NonFiniteError`` is a
+    ``FloatingPointError``), else an ``OSError`` it was raised while handling (torch's writer turns a
+    full disk into ``RuntimeError: [enforce fail ...]``); None for a bug."""
+    from lfsgan.config import ConfigError
+
+    if isinstance(e, (ConfigError, ValueError, OSError, FloatingPointError)):
+        return e
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def one_line(e: BaseException, args: argparse.Namespace) -> str:
+    """``e`` as one line; an ``OSError`` without a file name names the verb's ``--out``."""
+    if isinstance(e, OSError) and e.filename is None and e.strerror:
+        out = getattr(args, "out", None)
+        hint = "; free space there (or choose another --out) and rerun" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        text = f"cannot write {out}: {e.strerror} [errno {e.errno}]{hint}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

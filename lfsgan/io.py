@@ -72,19 +72,50 @@ def _detach(obj: Any) -> Any:
     return {k: _detach(v) for k, v in obj.items()}
 
 
+def _unloadable(path: Path, e: BaseException) -> str:
+    """Why ``path`` could not be loaded, in one line (an empty file is the usual interrupted copy)."""
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes), e.g. an interrupted copy or download; copy or create it again"
+    first = str(e).strip().splitlines()
+    return first[0] if first else type(e).__name__
+
+
+def refuse_non_finite(obj: Any, path: str | os.PathLike, where: str = "") -> None:
+    """Raise :class:`ValueError` naming ``path`` and the entry if a floating-point tensor in ``obj``
+    (nested dicts/lists of tensors) holds NaN or inf. Every checkpoint loader calls this, so weights
+    that diverged elsewhere never enter a run."""
+    if isinstance(obj, torch.Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and not bool(torch.isfinite(obj).all()):
+            bad = int((~torch.isfinite(obj)).sum())
+            raise ValueError(
+                f"{path}: '{where}' holds {bad} non-finite value(s) (NaN/inf); these weights diverged. "
+                "Use another checkpoint or retrain (e.g. with lower learning rates)"
+            )
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            refuse_non_finite(v, path, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            refuse_non_finite(v, path, f"{where}[{i}]")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict]:
-    """Load a checkpoint written by :func:`save_checkpoint`; returns ``(tensors, meta)``."""
+    """Load a checkpoint written by :func:`save_checkpoint`; returns ``(tensors, meta)``.
+
+    Refuses (``ValueError`` naming the file) anything that is not tensors-only, and non-finite weights.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file or pickled code objects
-        raise ValueError(f"{path}: not a loadable tensors-only checkpoint ({e})") from e
+        raise ValueError(f"{path}: not a loadable tensors-only checkpoint ({_unloadable(path, e)})") from e
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: expected a dict at the top level, found {type(payload).__name__}")
     meta_raw = payload.pop(META_KEY, "{}")
     meta = json.loads(meta_raw) if isinstance(meta_raw, str) else {}
+    refuse_non_finite(payload, path)
     return payload, meta
 
 
@@ -99,6 +130,20 @@ def key_mismatch(expected: Any, found: Any, show: int = 3) -> str:
         return f"{keys[:show]}{' …' if len(keys) > show else ''}"
 
     return f"missing {head(missing)}, unexpected {head(unexpected)}"
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, Any], show: int = 3) -> str:
+    """``""`` if state dict ``found`` has exactly the keys and shapes of ``expected`` (a module's
+    ``state_dict()``), else one line saying which keys or shapes differ (at most ``show`` of each)."""
+    keys = key_mismatch(expected, found, show)
+    if keys:
+        return keys
+    shapes = [
+        f"{k} {list(getattr(found[k], 'shape', []))} (model {list(v.shape)})"
+        for k, v in expected.items()
+        if tuple(getattr(found[k], "shape", ())) != tuple(v.shape)
+    ]
+    return f"shapes differ: {', '.join(shapes[:show])}{' …' if len(shapes) > show else ''}" if shapes else ""
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -146,8 +191,8 @@ def load_foreign_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], li
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
-            f"{path}: cannot be loaded safely (weights_only=True): {str(e).splitlines()[0]}. "
-            "It holds objects other than tensors, containers and numbers; lfsgan does not unpickle code."
+            f"{path}: cannot be loaded safely (weights_only=True): {_unloadable(path, e)}. "
+            "A checkpoint must hold only tensors, containers and numbers; lfsgan does not unpickle code."
         ) from e
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: expected a dict at the top level, found {type(payload).__name__}")
@@ -157,4 +202,5 @@ def load_foreign_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], li
             skipped.append(f"{key} (a pickled {FOREIGN_GLOBALS[0]}: {sorted(value.state or {})})")
         else:
             kept[key] = value
+    refuse_non_finite(kept, path)
     return kept, skipped

@@ -251,3 +251,36 @@ def completed_run(tmp_path_factory) -> Project:
     out = project.snakemake("-n", "--workflow-profile", "workflow/profiles/default").stdout
     assert NOTHING_TO_DO in out, f"`dvc repro` left work for Snakemake:\n{out[-4000:]}"
     return project
+
+
+class _Planted:
+    """A pickle that creates ``marker`` when unpickled (``__reduce__`` -> ``open(marker, "w")``)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plant_poison(cache_dir: Path, marker: Path) -> list[Path]:
+    """Overwrite every real-set cache file in ``cache_dir`` with a code-carrying pickle, and add the
+    files torch-fidelity's own cache would read for those entries; returns the planted paths."""
+    import torch
+
+    planted = []
+    for entry in sorted(cache_dir.glob("real-*.pt")):
+        stem = entry.name[: -len(".pt")]
+        for extractor in ("lfsgan-demo-cnn", "inception-v3-compat"):
+            for layer in ("penultimate", "2048", "64"):
+                planted += [cache_dir / f"{stem}-{extractor}-features-{layer}.pt", cache_dir / f"{stem}-{extractor}-stat-fid-{layer}.pt"]
+        planted.append(entry)
+    for p in planted:
+        torch.save({"features": _Planted(marker)}, p)
+    return planted
+
+
+@pytest.fixture
+def plant_poison():
+    """``plant_poison(cache_dir, marker) -> planted paths``: the FID cache attack (tests/test_metrics.py, test_dvc.py)."""
+    return _plant_poison

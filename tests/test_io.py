@@ -69,3 +69,38 @@ def test_key_mismatch_names_missing_and_unexpected_keys():
     assert key_mismatch({"a": 1, "b": 2}, ["b", "a"]) == ""
     assert key_mismatch(["a", "b", "c"], ["c", "z"]) == "missing ['a', 'b'], unexpected ['z']"
     assert key_mismatch([f"k{i}" for i in range(5)], [], show=2) == "missing ['k0', 'k1'] …, unexpected []"
+
+
+def test_non_finite_weights_are_refused_by_every_loader(tmp_path):
+    """NaN/inf in any floating tensor (nested too) is refused where it enters, naming file and entry."""
+    p = tmp_path / "c.pt"
+    save_checkpoint(p, {"g": {"w": torch.tensor([1.0, float("nan")])}, "images": torch.zeros(2, dtype=torch.uint8)})
+    with pytest.raises(ValueError, match=r"c\.pt: 'g\.w' holds 1 non-finite"):
+        load_checkpoint(p)
+    save_checkpoint(p, {"g": {"w": torch.tensor([1.0, float("-inf")], dtype=torch.float64)}})
+    with pytest.raises(ValueError, match="non-finite"):
+        load_checkpoint(p)
+    save_checkpoint(p, {"g": {"w": torch.ones(2)}, "n": torch.tensor([3])})
+    assert load_checkpoint(p)[0]["n"].item() == 3  # finite floats and integers pass
+    foreign = tmp_path / "ros.pt"
+    torch.save({"g_ema": {"w": torch.tensor([float("inf")])}, "args": argparse.Namespace(size=8)}, foreign)
+    with pytest.raises(ValueError, match=r"ros\.pt: 'g_ema\.w' holds 1 non-finite"):
+        load_foreign_checkpoint(foreign)
+
+
+def test_empty_file_is_named_as_such(tmp_path):
+    p = tmp_path / "empty.pt"
+    p.touch()
+    with pytest.raises(ValueError, match=r"empty\.pt: .*empty file \(0 bytes\)"):
+        load_checkpoint(p)
+    with pytest.raises(ValueError, match=r"empty\.pt: .*empty file \(0 bytes\)"):
+        load_foreign_checkpoint(p)
+
+
+def test_state_mismatch_names_keys_and_shapes():
+    from lfsgan.io import state_mismatch
+
+    model = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
+    assert state_mismatch(model, {"a": torch.ones(2, 3), "b": torch.ones(4)}) == ""
+    assert state_mismatch(model, {"a": torch.ones(2, 3)}) == "missing ['b'], unexpected []"
+    assert state_mismatch(model, {"a": torch.ones(3, 3), "b": torch.ones(4)}) == "shapes differ: a [3, 3] (model [2, 3])"

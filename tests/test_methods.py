@@ -21,7 +21,7 @@ from lfsgan.methods.left import LeFTConv, LeFTFC, dyadic_partition
 from lfsgan.methods.lfsgan import patch_feature_index
 from lfsgan.methods.mode_seeking import assign_clusters, cluster_pairs, mode_seeking_loss
 from lfsgan.methods.piggyback import n_free, piggyback_param_count
-from lfsgan.models import Discriminator, Generator
+from lfsgan.models import Discriminator, Generator, iter_adaptable
 from lfsgan.train import TrainConfig, Trainer
 
 torch.set_num_threads(1)  # small tensors: threads only add contention
@@ -57,6 +57,20 @@ def G256():
 
 def real_batch(seed: int, n: int = 4) -> torch.Tensor:
     return torch.rand(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def assert_adapted_weights_equal(G: Generator, source_g: dict[str, torch.Tensor]) -> None:
+    """Every adapted layer's ``(weight, bias)`` as its adapter rebuilds them is bit-equal to the source's."""
+    n = 0
+    with torch.no_grad():
+        for name, layer in iter_adaptable(G):
+            if layer.adapter is None:
+                continue
+            w, b = layer.adapted(layer.weight, getattr(layer, "bias", None))
+            assert torch.equal(w, source_g[f"{name}.weight"]), name
+            assert b is None or torch.equal(b, source_g[f"{name}.bias"]), name
+            n += 1
+    assert n > 0
 
 
 def images(G: Generator, seed: int = 123, n: int = 4) -> torch.Tensor:
@@ -107,6 +121,10 @@ def test_registry_and_option_checking():
 @pytest.mark.parametrize("init,rank", [("trainable", 1), ("trainable", 2), ("trainable", 3), ("trainable", 4),
                                        ("faithful", 1)])
 def test_left_reproduces_source_at_init(source, init, rank):
+    """At init the reconstructed weights are the source's: bit for bit with the dyadic ``trainable``
+    construction. Images go through another code path once an adapter returns a new tensor (e.g. a
+    1x1 conv weight whose size-1 dims carry other strides, which the CPU conv may treat as
+    channels-last), so on some CPUs (AMD EPYC) they differ in the last bit: compared with a tolerance."""
     G, _ = tiny_models(5)
     G.load_state_dict(source[0])
     ref = images(G)
@@ -115,7 +133,7 @@ def test_left_reproduces_source_at_init(source, init, rank):
     out = images(G)
     assert (out - ref).abs().max().item() <= 1e-6
     if init == "trainable":  # dyadic construction: exactly the identity
-        assert torch.equal(out, ref)
+        assert_adapted_weights_equal(G, source[0])
     assert tl.get_backend() == "numpy"  # TensorLy's backend did not leak
 
 
@@ -405,7 +423,8 @@ def test_piggyback_starts_at_source_and_counts(source, G256):
         m.setup(G, D, TaskContext(0, "t", source[0], source[1]))
         ref, _ = tiny_models(6)
         ref.load_state_dict(source[0])
-        assert torch.equal(images(G), images(ref))
+        assert_adapted_weights_equal(G, source[0])  # exactly the source; images through another path:
+        torch.testing.assert_close(images(G), images(ref), rtol=0, atol=1e-6)
         trainable = sum(p.numel() for p in m.generator_parameters(G))
         assert trainable == count_tensors(m.task_state(G, D)) == piggyback_param_count(G, 0, 0.25, fc)
     # the per-layer formula by hand: a 3x3 conv 32->32 at task t=2, n_u = 8, n_p = 24, bank 32 + 2*8

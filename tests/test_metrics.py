@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lfsgan.io import sha256_file
+from lfsgan.io import load_checkpoint, sha256_file
 from lfsgan.metrics import (
     MissingWeightsError,
     average_forgetting,
@@ -120,28 +120,56 @@ def _cache_hit(caplog) -> bool:
     return msgs[-1].endswith("cached")
 
 
-def test_real_statistics_cached_and_verified(demo_weights, tmp_path, caplog):
+def test_real_statistics_cached_as_tensors(demo_weights, tmp_path, caplog):
     caplog.set_level("INFO", logger="lfsgan.metrics.fid")
     path, _ = demo_weights
     real, fake = waves(60, 0, seed=20), waves(60, 2, seed=21)
     kw = dict(real_sha256=SHA_A, extractor="lfsgan-demo-cnn", weights_path=path, cache_dir=tmp_path, progress=False)
     first = fid_kid(fake, real, **kw)
     assert _cache_hit(caplog) is False and "hit" not in first["protocol"]["real_stats_cache"]
-    files = sorted(p.name for p in tmp_path.glob("real-*.pt"))
-    assert len(files) == 2 and all(SHA_A[:32] in f and sha256_file(path)[:16] in f for f in files)
+    files = sorted(p.name for p in tmp_path.glob("*"))
+    assert len(files) == 1 and SHA_A[:32] in files[0] and sha256_file(path)[:16] in files[0]
+    assert files[0] == first["protocol"]["real_stats_cache"]["file"]
+    tensors, _ = load_checkpoint(tmp_path / files[0])  # tensors only: loads with weights_only=True
+    assert tensors["features"].dim() == 2 and tensors["features"].shape[0] == 60
     # The cache is keyed by real_sha256: garbage under the same key is served as the real set.
     second = fid_kid(fake, waves(60, 1, seed=22), **kw)
     assert _cache_hit(caplog) is True
-    assert second["fid"] == pytest.approx(first["fid"], rel=1e-6)
-    # A cache file that does not match the manifest is discarded and recomputed.
+    assert (second["fid"], second["kid_mean"]) == (first["fid"], first["kid_mean"])
+    # A corrupt entry is refused and recomputed.
     (tmp_path / files[0]).write_bytes(b"not what was written")
-    with pytest.warns(UserWarning, match="does not match its manifest"):
+    with pytest.warns(UserWarning, match="refused"):
         third = fid_kid(fake, real, **kw)
     assert _cache_hit(caplog) is False
-    assert third["fid"] == pytest.approx(first["fid"], rel=1e-6)
+    assert (third["fid"], third["kid_mean"]) == (first["fid"], first["kid_mean"])
     # Another reference set gets its own entry.
     fid_kid(fake, real, **{**kw, "real_sha256": SHA_B})
     assert _cache_hit(caplog) is False
+
+
+def test_poisoned_cache_is_refused_and_runs_nothing(demo_weights, tmp_path, plant_poison):
+    path, _ = demo_weights
+    real, fake = waves(60, 0, seed=20), waves(60, 2, seed=21)
+    cache = tmp_path / "cache"
+    kw = dict(real_sha256=SHA_A, extractor="lfsgan-demo-cnn", weights_path=path, cache_dir=cache, progress=False)
+    clean = fid_kid(fake, real, **kw)
+    # The planted file is a working attack: plain unpickling runs it.
+    probe = tmp_path / "probe"
+    probe_dir = tmp_path / "probe_cache"
+    probe_dir.mkdir()
+    (probe_dir / "real-x.pt").touch()
+    torch.load(plant_poison(probe_dir, probe)[0], weights_only=False)
+    assert probe.exists()
+
+    marker = tmp_path / "pwned"
+    planted = plant_poison(cache, marker)
+    assert len(planted) > 1
+    with pytest.warns(UserWarning, match="refused"):
+        again = fid_kid(fake, real, **kw)
+    assert not marker.exists()
+    assert (again["fid"], again["kid_mean"], again["kid_std"]) == (clean["fid"], clean["kid_mean"], clean["kid_std"])
+    tensors, _ = load_checkpoint(cache / clean["protocol"]["real_stats_cache"]["file"])  # rewritten as tensors
+    assert isinstance(tensors["features"], torch.Tensor)
 
 
 def test_kid_subset_size_and_input_checks(demo_weights, tmp_path):

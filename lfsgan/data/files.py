@@ -51,12 +51,27 @@ def open_image_files(source: str | os.PathLike) -> Iterator[ImageFiles]:
         _require_images(files, source)
         yield files
     elif zipfile.is_zipfile(source):
-        with zipfile.ZipFile(source) as archive:
+        try:
+            archive = zipfile.ZipFile(source)
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{source}: a damaged .zip archive ({e}); copy or download it again") from e
+        with archive:
             files = _zip_files(source, archive)
             _require_images(files, source)
             yield files
+    elif source.suffix.lower() == ".zip" or _starts_like_zip(source):
+        raise ValueError(
+            f"{source}: a truncated or damaged .zip archive (its central directory is missing: "
+            "the copy or download stopped early); copy or download it again"
+        )
     else:
         raise ValueError(f"{source}: neither a folder nor a .zip archive; give a folder or a .zip of PNG/JPEG/WebP images")
+
+
+def _starts_like_zip(path: Path) -> bool:
+    """True if the file begins with a zip member header (``PK\\x03\\x04``), whatever its suffix."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def _folder_files(root: Path) -> ImageFiles:

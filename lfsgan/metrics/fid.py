@@ -1,4 +1,4 @@
-"""FID and KID through ``torch_fidelity.calculate_metrics``, with the real set's features cached on disk.
+"""FID and KID with torch-fidelity's extractors and formulas, the real set's features cached on disk as tensors.
 
 FID (Heusel et al. 2017, eq. 6): ``||mu_f - mu_r||^2 + Tr(S_f + S_r - 2 (S_f S_r)^{1/2})`` over
 features of the fake and real sets. KID (Binkowski et al. 2018): the unbiased MMD^2 with the cubic
@@ -12,28 +12,32 @@ Two extractors:
   downloaded by torch-fidelity if the network is reachable, else :class:`MissingWeightsError`.
 - ``lfsgan-demo-cnn`` (non-standard, see :mod:`lfsgan.metrics.demo_extractor`): weights file required.
 
-Real-set caching: torch-fidelity caches the real set's features and FID statistics under
-``cache_dir`` with the name ``real-<real_sha256>-w<weights sha256>-l<layer>``, so they are computed
-once per (dataset, extractor weights, feature layer). torch-fidelity unpickles its cache files without ``weights_only``;
-to keep that from ever reading bytes lfsgan did not see written, each cache entry gets a sha256
-manifest, and entries that do not match it are deleted and recomputed. Keep ``cache_dir`` inside the
-project's results, never a shared or downloaded folder.
+Real-set caching: the real set's features are computed once per (dataset, extractor weights, feature
+layer) and kept in ``cache_dir`` as ``real-<real_sha256>-w<weights sha256>-l<layer>.pt``, a tensors-only
+file written and read through :mod:`lfsgan.io` (``weights_only=True``). torch-fidelity's own cache
+unpickles its files with ``weights_only=False``, and ``cache_dir`` (``results/eval/.cache``) is a DVC
+output that ``dvc pull`` delivers from a shared remote, so torch-fidelity's cache is never used: lfsgan
+runs torch-fidelity's pipeline steps itself (extractor -> features -> ``fid_features_to_statistics`` ->
+``fid_statistics_to_metric``; ``kid_features_to_metric``), which gives the same values as
+``calculate_metrics``. A cache file that is not tensors-only (a planted pickle) is refused and recomputed,
+and nothing in it runs. Likewise torch-fidelity's Inception unpickles its weights file: lfsgan loads the
+configured file with ``weights_only=True`` and hands torch-fidelity a private copy it wrote itself.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
 import sys
-import logging
+import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from lfsgan.io import sha256_file, write_json
+from lfsgan.io import load_checkpoint, save_checkpoint
 from lfsgan.metrics.demo_extractor import DEMO_EXTRACTOR_NAME, PENULTIMATE
 from lfsgan.metrics.protocol import library_versions
 from lfsgan.metrics.weights import (
@@ -119,35 +123,50 @@ def _cache_name(real_sha256: str, weights_sha256: str, layer: str | None) -> str
     return f"real-{real_sha256[:32]}-w{weights_sha256[:16]}-l{layer or 'default'}"
 
 
-def _cache_files(cache_dir: Path, name: str) -> list[Path]:
-    return sorted(p for p in cache_dir.glob(f"{name}-*.pt") if p.is_file())
+def _feature_extractor(extractor: str, weights: Path, layer: str, cuda: bool, verbose: bool):
+    """torch-fidelity's extractor ``extractor`` computing feature ``layer``, with weights from ``weights``.
+
+    The Inception constructor unpickles its weights file (``weights_only=False``), so it only ever
+    sees a copy lfsgan wrote, into a private temporary folder, from a ``weights_only=True`` load.
+    """
+    from torch_fidelity.utils import create_feature_extractor
+
+    if extractor == DEMO_EXTRACTOR_NAME:  # lfsgan's own extractor: loads with weights_only=True
+        return create_feature_extractor(extractor, [layer], cuda=cuda, feature_extractor_weights_path=str(weights), verbose=verbose)
+    state = load_state_dict_safely(weights, "FID Inception", WEIGHTS_CONFIG_KEY)
+    with tempfile.TemporaryDirectory(prefix="lfsgan-inception-") as tmp:
+        private = Path(tmp) / INCEPTION_FILE
+        torch.save(state, private)
+        return create_feature_extractor(extractor, [layer], cuda=cuda, feature_extractor_weights_path=str(private), verbose=verbose)
 
 
-def _manifest_path(cache_dir: Path, name: str) -> Path:
-    return cache_dir / f"{name}.sha256.json"
+def _features(images: torch.Tensor, net, layer: str, batch_size: int, cuda: bool, verbose: bool) -> torch.Tensor:
+    """Features [N, F] of uint8 images [N, 3, H, W], batched the way ``calculate_metrics`` does."""
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    # save_cpu_ram: a DataLoader without worker processes; the images are already in memory
+    return get_featuresdict_from_dataset(UInt8Images(images), net, batch_size, cuda, True, verbose)[layer]
 
 
-def _verify_cache(cache_dir: Path, name: str) -> bool:
-    """True if the entry ``name`` is complete and matches its manifest; otherwise delete its files."""
-    files = _cache_files(cache_dir, name)
-    manifest = _manifest_path(cache_dir, name)
-    try:
-        recorded = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        recorded = None
-    if files and isinstance(recorded, dict) and recorded == {p.name: sha256_file(p) for p in files}:
-        return True
-    if files:
-        warnings.warn(f"FID cache entry {name} in {cache_dir} does not match its manifest; recomputing it")
-    for p in files:
-        p.unlink(missing_ok=True)
-    return False
+def _real_features(real: torch.Tensor, path: Path, compute) -> tuple[torch.Tensor, bool]:
+    """``(features [M, F], cache hit)``: read ``path`` (tensors only) or ``compute()`` and write it.
 
-
-def _record_cache(cache_dir: Path, name: str) -> list[str]:
-    files = _cache_files(cache_dir, name)
-    write_json(_manifest_path(cache_dir, name), {p.name: sha256_file(p) for p in files})
-    return [p.name for p in files]
+    An entry that cannot be loaded with ``weights_only=True`` (corrupt, or a pickle carrying code) or
+    that does not hold ``M`` feature rows is refused with a warning and recomputed; nothing in it runs.
+    """
+    if path.is_file():
+        try:
+            tensors, _meta = load_checkpoint(path)
+            cached = tensors.get("features")
+            if isinstance(cached, torch.Tensor) and cached.dim() == 2 and cached.shape[0] == real.shape[0]:
+                return cached, True
+            problem = "does not hold one feature row per real image"
+        except ValueError as e:
+            problem = str(e).splitlines()[0]
+        warnings.warn(f"FID cache entry {path} refused ({problem}); recomputing it")
+    features = compute(real)
+    save_checkpoint(path, {"features": features}, {"n_real": real.shape[0]})
+    return features, False
 
 
 def fid_kid(
@@ -168,7 +187,7 @@ def fid_kid(
     allow_download: bool = True,
     progress: bool | None = None,
 ) -> dict:
-    """FID and KID of ``fake`` against ``real`` with torch-fidelity; real-set features cached by identity.
+    """FID and KID of ``fake`` against ``real`` with torch-fidelity's steps; real-set features cached by identity.
 
     Args:
         fake: uint8 [N, 3, H, W] generated images (all of them are used).
@@ -176,7 +195,7 @@ def fid_kid(
             against 1024 px reals shifts FID, rosinality/stylegan2-pytorch#91).
         real_sha256: identity of the reference set (e.g. the prepared dataset's sha256); the cache key.
             A wrong value reuses another set's statistics, so pass the hash of exactly these images.
-        cache_dir: where torch-fidelity keeps the real set's features and statistics.
+        cache_dir: where the real set's features are kept (tensors only; see the module docstring).
         reference: description of the reference set, copied into the protocol.
         extractor: ``"inception-v3-compat"`` (standard) or ``"lfsgan-demo-cnn"`` (non-standard).
         weights_path: local weights file (config key ``evaluation.fid.weights``).
@@ -190,7 +209,9 @@ def fid_kid(
     Returns:
         ``{"fid": float, "kid_mean": float, "kid_std": float, "protocol": dict}``.
     """
-    import torch_fidelity
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     _check_images(fake, "fake")
     _check_images(real, "real")
@@ -217,32 +238,25 @@ def fid_kid(
         weights["path"] = hub_checkpoint_path(INCEPTION_FILE)
     identity = file_identity(weights["path"])
 
+    cuda = str(device).startswith("cuda")
+    layer = feature_layer or FEATURE_EXTRACTORS_REGISTRY[extractor].get_default_feature_layer_for_metric("fid")
+    net = _feature_extractor(extractor, identity["path"], layer, cuda, verbose)
+
+    def compute(images: torch.Tensor) -> torch.Tensor:
+        return _features(images, net, layer, batch_size, cuda, verbose)
+
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     name = _cache_name(real_sha256, identity["sha256"], feature_layer)
-    cache_hit = _verify_cache(cache_dir, name)
-    logging.getLogger(__name__).info("real-set statistics %s: %s", name, "cached" if cache_hit else "computing")
-    metrics = torch_fidelity.calculate_metrics(
-        input1=UInt8Images(fake),
-        input2=UInt8Images(real),
-        cuda=str(device).startswith("cuda"),
-        batch_size=batch_size,
-        fid=True,
-        kid=True,
-        feature_extractor=extractor,
-        feature_extractor_weights_path=str(identity["path"]),
-        feature_layer_fid=feature_layer,
-        feature_layer_kid=feature_layer,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        rng_seed=seed,
-        cache=True,
-        cache_root=str(cache_dir),
-        input2_cache_name=name,
-        save_cpu_ram=True,  # DataLoader without worker processes: the images are already in memory
-        verbose=verbose,
+    real_features, cache_hit = _real_features(real, cache_dir / f"{name}.pt", compute)
+    logging.getLogger(__name__).info("real-set statistics %s: %s", name, "cached" if cache_hit else "computed")
+    fake_features = compute(fake)
+    fid = fid_statistics_to_metric(
+        fid_features_to_statistics(fake_features), fid_features_to_statistics(real_features), verbose
+    )[KEY_METRIC_FID]
+    kid = kid_features_to_metric(
+        fake_features, real_features, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, rng_seed=seed, verbose=verbose
     )
-    cache_files = _record_cache(cache_dir, name)
 
     h, w = fake.shape[-2:]
     protocol = {
@@ -263,14 +277,14 @@ def fid_kid(
         "device": str(device),
         "batch_size": batch_size,
         # identity only: whether this call hit the cache depends on job order, so it is logged, not recorded
-        "real_stats_cache": {"name": name, "files": cache_files},
+        "real_stats_cache": {"name": name, "file": f"{name}.pt", "format": "tensors only (weights_only=True)"},
         "versions": library_versions(),
     }
     protocol.update(_extractor_protocol(extractor, weights["source"], identity, (h, w), feature_layer))
     return {
-        "fid": float(metrics[torch_fidelity.KEY_METRIC_FID]),
-        "kid_mean": float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN]),
-        "kid_std": float(metrics[torch_fidelity.KEY_METRIC_KID_STD]),
+        "fid": float(fid),
+        "kid_mean": float(kid[KEY_METRIC_KID_MEAN]),
+        "kid_std": float(kid[KEY_METRIC_KID_STD]),
         "protocol": protocol,
     }
 

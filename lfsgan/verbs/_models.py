@@ -1,4 +1,7 @@
-"""Shared by the verbs that build or rebuild generators: model config, source weights, task chains."""
+"""Shared by the verbs that build generators: the model config and the source weights.
+
+Task chains (which need the method registry) are in :mod:`lfsgan.verbs._methods`, so that verbs that
+only build or load a source do not import every method."""
 
 from __future__ import annotations
 
@@ -6,13 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from lfsgan.config import method_entry
-from lfsgan.io import load_checkpoint
-from lfsgan.methods import make_method
-from lfsgan.methods.base import Method
-from lfsgan.train import build_models
+from lfsgan.io import load_checkpoint, state_mismatch
 
 
 def model_config(cfg: dict) -> dict[str, Any]:
@@ -20,37 +18,29 @@ def model_config(cfg: dict) -> dict[str, Any]:
     return {"size": cfg["data"]["resolution"], **cfg["model"]}
 
 
-def load_source(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+def load_source(
+    path: str | Path, model_cfg: dict[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
     """``(g, d, meta)`` of a source ``final.pt``; ``g`` is the EMA generator when the run kept one
-    (the base every method adapts, at training and at sampling time alike)."""
+    (the base every method adapts, at training and at sampling time alike).
+
+    With ``model_cfg`` (:func:`model_config`), ``g`` and ``d`` must have exactly the keys and shapes of
+    that model, else a ``ValueError`` names the file and what differs. Non-finite weights are refused
+    by :func:`lfsgan.io.load_checkpoint`.
+    """
     tensors, meta = load_checkpoint(path)
     g = tensors.get("g_ema", tensors.get("g"))
     if g is None or "d" not in tensors:
         raise ValueError(f"{path}: not a source checkpoint (needs 'g' or 'g_ema', and 'd'); run `lfsgan pretrain` or `lfsgan import-source`")
+    if model_cfg is not None:
+        from lfsgan.train import build_models
+
+        G, D = build_models(model_cfg)
+        for name, module, state in (("g", G, g), ("d", D, tensors["d"])):
+            mismatch = state_mismatch(module.state_dict(), state)
+            if mismatch:
+                raise ValueError(
+                    f"{path}: '{name}' does not fit the config's model {model_cfg} ({mismatch}); set data.resolution "
+                    "and the model keys to the source's architecture, or rerun the source stage"
+                )
     return g, tensors["d"], meta
-
-
-def method_for(cfg: dict, name: str) -> Method:
-    """The method of a config entry, or of one of its replicate runs (``name@r<k>``)."""
-    entry = method_entry(cfg, name)
-    return make_method(entry["kind"], entry.get("options", {}))
-
-
-def load_task_states(paths: list[str]) -> list[dict[str, Any]]:
-    return [load_checkpoint(p)[0] for p in paths]
-
-
-def rebuild_task_generator(cfg: dict, method_name: str, source: str, states: list[str], task_position: int) -> nn.Module:
-    """The generator of task ``task_position`` (0-based) after the method learnt ``len(states)`` tasks.
-
-    Adapter methods (LeFT, Piggyback) rebuild task s from the source and the states of tasks 0..s;
-    sequential methods (fine-tuning, EWC) use the last stored generator: "after task t" means the
-    weights after t, whatever task they are asked to generate.
-    """
-    g, _d, _ = load_source(source)
-    G, _D = build_models(model_config(cfg))
-    method = method_for(cfg, method_name)
-    chain = load_task_states(states)
-    upto = chain[: task_position + 1] if method.isolates_tasks else chain
-    method.rebuild(G, g, upto)
-    return G.eval().requires_grad_(False)

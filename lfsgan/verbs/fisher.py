@@ -16,7 +16,7 @@ log = logging.getLogger("lfsgan")
 
 def run(cfg: dict, source: str, out: str) -> None:
     device = setup_torch(cfg)
-    g, d, _ = load_source(source)
+    g, d, _ = load_source(source, model_config(cfg))
     G, D = build_models(model_config(cfg))
     G.load_state_dict(g)
     D.load_state_dict(d)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lfsgan.io import load_foreign_checkpoint
+from lfsgan.io import load_foreign_checkpoint, state_mismatch
 from lfsgan.train import build_models
 from lfsgan.train.checkpoint import save_final
 from lfsgan.train.logs import save_grid
@@ -35,13 +35,13 @@ def run(cfg: dict, checkpoint: str, out: str) -> None:
     for name, module in (("g_ema", G_ema), ("g", G), ("d", D)):
         if name not in payload:
             continue
-        try:
-            module.load_state_dict(payload[name], strict=True)
-        except RuntimeError as e:
+        mismatch = state_mismatch(module.state_dict(), payload[name]) if isinstance(payload[name], dict) else "not a state dict"
+        if mismatch:
             raise ValueError(
-                f"{checkpoint}: '{name}' does not fit the config's model {mcfg} ({str(e).splitlines()[0]}); "
+                f"{checkpoint}: '{name}' does not fit the config's model {mcfg} ({mismatch}); "
                 "set data.resolution and the model keys to the checkpoint's architecture"
-            ) from e
+            )
+        module.load_state_dict(payload[name], strict=True)
     if "g" not in payload:
         G.load_state_dict(G_ema.state_dict())
     ignored = sorted(set(payload) - {"g", "d", "g_ema"})

@@ -16,7 +16,7 @@ from lfsgan.permute import (
     singular_diagnostics,
 )
 from lfsgan.verbs._common import setup_torch, versions
-from lfsgan.verbs._models import load_source
+from lfsgan.verbs._models import load_source, model_config
 
 log = logging.getLogger("lfsgan")
 
@@ -39,8 +39,8 @@ def _summary(result, name: str, n_params: int) -> dict:
 def run(cfg: dict, a: str, b: str, out: str) -> None:
     setup_torch(cfg)
     pc = cfg["permutation"]
-    g_a, d_a, meta_a = load_source(a)
-    g_b, d_b, _ = load_source(b)
+    g_a, d_a, meta_a = load_source(a, model_config(cfg))
+    g_b, d_b, _ = load_source(b, model_config(cfg))
     out = Path(out)
     record = {"a": str(a), "b": str(b), "max_iter": pc["max_iter"], "seed": pc["seed"], "top_k": pc["top_k"],
               "cost": "effective (equalised-lr scaled) weights, float64", "versions": versions()}

@@ -12,7 +12,7 @@ from lfsgan.config import ConfigError
 from lfsgan.io import save_checkpoint, write_json
 from lfsgan.train.logs import save_grid
 from lfsgan.verbs._common import setup_torch, versions
-from lfsgan.verbs._models import rebuild_task_generator
+from lfsgan.verbs._methods import rebuild_task_generator
 
 log = logging.getLogger("lfsgan")
 
