@@ -12,6 +12,7 @@ import torch
 from lfsgan.models import Discriminator, Generator
 from lfsgan.permute import (
     DEFAULT_LAMBDAS,
+    alignment_sum,
     MixtureGenerator,
     apply_permutation,
     barrier,
@@ -29,6 +30,7 @@ from lfsgan.permute import (
     pairwise_sq_distances,
     plot_singular_diagnostics,
     random_perms,
+    r_gamma,
     recompute_mean_latent,
     singular_diagnostics,
 )
@@ -326,3 +328,57 @@ def test_singular_diagnostics(tmp_path):
     png = tmp_path / "svd.png"
     plot_singular_diagnostics(independent, png, max_layers=3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- R(γ) (Ito et al.) -------------------------------------------------------------------------
+GAMMAS = (0.0, 0.1, 0.3, 0.5, 0.9)
+
+
+def test_r_gamma_is_one_after_matching_a_permuted_copy():
+    a = make_g(40).state_dict()
+    spec = generator_spec(a)
+    b = apply_permutation(a, spec, random_perms(spec.perm_sizes(a), 3))
+    res = match(a, b, spec, seed=0)
+    after = r_gamma(a, apply_permutation(b, spec, res.perms), spec, GAMMAS)
+    assert set(after["gamma"]) == set(GAMMAS) and (after["layer"] == "ALL").sum() == len(GAMMAS)
+    assert np.allclose(after["r"], 1.0, atol=1e-9), after[~np.isclose(after["r"], 1.0)]
+    before = r_gamma(a, b, spec, GAMMAS)
+    assert (before.loc[before["layer"] == "ALL", "r"] < 0.9).all()
+
+
+def _with_spectrum(s: np.ndarray, shape: tuple[int, int], seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], len(s), generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], len(s), generator=g, dtype=torch.float64))
+    return u @ torch.diag(torch.as_tensor(s, dtype=torch.float64)) @ v.T
+
+
+def test_r_gamma_known_spectra_independent_below_one_and_swap_robust():
+    s = np.array([10.0, 6.0, 6.0 - 1e-9, 3.5, 1.2, 0.6, 0.2, 0.15])  # σ_2 ≈ σ_3: their order is arbitrary
+    wa = _with_spectrum(s, (12, 20), 0)
+    svd = lambda w: torch.linalg.svd(w, full_matrices=False)  # noqa: E731
+    # independent singular vectors, same spectrum: R well below 1 at every γ
+    wb = _with_spectrum(s, (12, 20), 1)
+    for g in GAMMAS:
+        total, n = alignment_sum(svd(wa), svd(wb), g)
+        assert n == int((s >= g * s[0]).sum())  # rank 8: the 4 zero singular values never count
+        assert abs(total / n) < 0.6
+    # a permutation P W Qᵀ plus a rotation inside the σ_2 = σ_3 pair: per-index alignment of
+    # pairs 2, 3 drops, R(γ) stays 1 (it sums over all pairs)
+    p, q = torch.randperm(12, generator=torch.Generator().manual_seed(2)), torch.randperm(20, generator=torch.Generator().manual_seed(3))
+    wp = wa[p][:, q]
+    ua, sa, vha = svd(wa)
+    c, sn = math.cos(0.7), math.sin(0.7)
+    rot = torch.eye(len(sa), dtype=torch.float64)
+    rot[1:3, 1:3] = torch.tensor([[c, -sn], [sn, c]], dtype=torch.float64)
+    w_rot = (ua @ rot) @ torch.diag(sa) @ (vha.T @ rot).T  # same matrix up to 1e-9, other SVD basis
+    svd_rot = (ua @ rot, sa, (vha.T @ rot).T)
+    assert float((w_rot - wa).abs().max()) < 1e-8
+    per_index = ((ua * svd_rot[0]).sum(0) * (vha * svd_rot[2]).sum(1))[1:3]
+    assert (per_index < 0.7).all()
+    for g in GAMMAS:
+        total, n = alignment_sum((ua, sa, vha), svd_rot, g)
+        assert total / n == pytest.approx(1.0, abs=1e-9)
+        # unmatched permuted copy: below 1
+        total_p, n_p = alignment_sum(svd(wa), svd(wp), g)
+        assert total_p / n_p < 0.9

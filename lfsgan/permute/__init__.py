@@ -9,11 +9,12 @@ connectivity, and the singular-vector diagnostics of Ito et al. (``reference/per
   anchor).
 * :mod:`.lmc` — :func:`interpolate`, :func:`recompute_mean_latent`, :func:`lmc_curve`, the
   mixture baseline, :func:`barrier`.
-* :mod:`.diagnostics` — :func:`singular_diagnostics`, :func:`plot_singular_diagnostics`.
+* :mod:`.diagnostics` — :func:`singular_diagnostics`, :func:`r_gamma` (Ito et al.'s R(γ)),
+  :func:`plot_singular_diagnostics`.
 """
 
 from .apply import apply_permutation
-from .diagnostics import l2_totals, layer_matrices, plot_singular_diagnostics, singular_diagnostics
+from .diagnostics import alignment_sum, l2_totals, layer_matrices, plot_singular_diagnostics, r_gamma, singular_diagnostics
 from .lmc import (
     DEFAULT_LAMBDAS,
     MixtureGenerator,
@@ -58,4 +59,6 @@ __all__ = [
     "layer_matrices",
     "l2_totals",
     "plot_singular_diagnostics",
+    "r_gamma",
+    "alignment_sum",
 ]
