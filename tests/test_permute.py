@@ -33,6 +33,7 @@ from lfsgan.permute import (
     r_gamma,
     recompute_mean_latent,
     singular_diagnostics,
+    ste_search,
 )
 
 SMALL_G = dict(size=16, style_dim=32, n_mlp=2, channel_max=16)
@@ -223,15 +224,18 @@ def test_match_many_converges_and_lowers_summed_distance():
     assert anchored.distance_history[-1] < anchored.distance_history[0]
 
 
-def test_match_many_aligns_permuted_copies_exactly():
-    a = make_d(13).state_dict()
-    spec = discriminator_spec(a)
+@pytest.mark.parametrize("net", ["G", "D"])
+def test_match_many_aligns_permuted_copies_exactly(net):
+    a = (make_g(13) if net == "G" else make_d(13)).state_dict()
+    spec = (generator_spec if net == "G" else discriminator_spec)(a)
     sizes = spec.perm_sizes(a)
     states = [a] + [apply_permutation(a, spec, random_perms(sizes, s)) for s in (1, 2)]
     for anchor in (None, 0):
         res = match_many(states, spec, anchor=anchor)
         aligned = [apply_permutation(s, spec, p) for s, p in zip(states, res.perms)]
         assert _max_abs_diff(aligned[1], aligned[0]) == 0.0 and _max_abs_diff(aligned[2], aligned[0]) == 0.0
+        hist = np.asarray(res.distance_history)  # Σ_{i<j} ||π_i θ_i - π_j θ_j||²: monotone down to 0
+        assert res.converged and np.all(np.diff(hist) <= 0) and hist[0] > 0 and hist[-1] < 1e-9 * hist[0]
 
 
 # --- interpolation, LMC curve, mixture ---------------------------------------------------------
@@ -382,3 +386,38 @@ def test_r_gamma_known_spectra_independent_below_one_and_swap_robust():
         # unmatched permuted copy: below 1
         total_p, n_p = alignment_sum(svd(wa), svd(wp), g)
         assert total_p / n_p < 0.9
+
+
+# --- STE (Git Re-Basin §3.3) -------------------------------------------------------------------
+def _planted_pair():
+    a = make_g(50).state_dict()
+    spec = generator_spec(a)
+    b = apply_permutation(a, spec, random_perms(spec.perm_sizes(a), 4))
+    keys = [k for k, ts in spec.tensors.items() if ts.in_cost and ts.permuted]
+
+    def loss(state, z):  # effective L2 of the merged model to A: its minimiser is the planted π⁻¹
+        return sum(spec[k].gain ** 2 * (state[k] - a[k]).square().sum() for k in keys)
+
+    return a, b, spec, loss
+
+
+def test_ste_recovers_a_planted_permutation_from_identity():
+    a, b, spec, loss = _planted_pair()
+    res = ste_search([a, b], spec, loss, latent_dim=SMALL_G["style_dim"], steps=30, lr=0.1, eval_every=5, seed=0)
+    assert all(torch.equal(p, torch.arange(len(p))) for p in res.perms[0].values())  # the anchor
+    assert res.start_loss > 0 and res.eval_history[0] == (0, res.start_loss)  # identity start = naive average
+    assert _max_abs_diff(apply_permutation(b, spec, res.perms[1]), a) == 0.0 and res.best_loss == 0.0
+    assert res.timings["projection"] > 0 and len(res.train_history) == 30
+
+
+def test_ste_resumes_to_the_same_permutations(tmp_path):
+    a, b, spec, loss = _planted_pair()
+    kw = dict(latent_dim=SMALL_G["style_dim"], steps=20, lr=0.03, eval_every=5, seed=1, checkpoint_every=5)
+    whole = ste_search([a, b], spec, loss, **kw)
+    ckpt = tmp_path / "ste_checkpoint.pt"
+    ste_search([a, b], spec, loss, checkpoint=ckpt, stop_after=10, **kw)
+    resumed = ste_search([a, b], spec, loss, checkpoint=ckpt, **kw)
+    assert resumed.eval_history == whole.eval_history and resumed.train_history == whole.train_history
+    assert all(torch.equal(resumed.perms[1][p], whole.perms[1][p]) for p in whole.perms[1])
+    with pytest.raises(ValueError, match="different search"):
+        ste_search([a, b], spec, loss, checkpoint=ckpt, **{**kw, "lr": 0.5})
