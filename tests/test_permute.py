@@ -421,3 +421,93 @@ def test_ste_resumes_to_the_same_permutations(tmp_path):
     assert all(torch.equal(resumed.perms[1][p], whole.perms[1][p]) for p in whole.perms[1])
     with pytest.raises(ValueError, match="different search"):
         ste_search([a, b], spec, loss, checkpoint=ckpt, **{**kw, "lr": 0.5})
+
+
+# --- workflow: merge and STE rules --------------------------------------------------------------
+def _set_permutation(project, **changes) -> None:
+    import yaml
+
+    config = yaml.safe_load(project.read_config())
+    config["permutation"].update(changes)
+    project.write_config(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.mark.integration
+def test_dag_plans_merge_and_ste_only_when_asked(fresh_project):
+    rules = lambda: {j.rule: j for j in fresh_project.dry_run()}  # noqa: E731
+    planned = rules()
+    assert planned["merge_sources"].wildcards == {"seeds": "0_1"} and planned["ste_search"].wildcards == {"seeds": "0_1"}
+    _set_permutation(fresh_project, ste={"enabled": False})
+    planned = rules()
+    assert "merge_sources" in planned and "ste_search" not in planned
+    _set_permutation(fresh_project, merge=False, ste={"enabled": True})
+    planned = rules()
+    assert "merge_sources" not in planned and "ste_search" not in planned and "match_permutation" in planned
+
+
+@pytest.mark.integration
+def test_ste_merge_on_trained_sources_not_worse_than_identity(completed_run):
+    import json
+
+    merge = json.loads((completed_run.root / "results/merge/0_1/merge.json").read_text())
+    ste = json.loads((completed_run.root / "results/ste/0_1/ste.json").read_text())
+    # the STE objective of the merged generator on 256 held-out latents (not the latents STE chose on)
+    assert merge["ste_loss"] <= merge["naive_loss"] + 1e-6, (merge["ste_loss"], merge["naive_loss"])
+    assert ste["best_loss"] <= ste["start_loss"] and ste["steps_run"] == ste["steps"]
+    assert not (completed_run.root / "results/ste/0_1/ste_checkpoint.pt").exists()
+    for m in ("naive", "wm", "ste"):
+        assert all(f"{m}_r_gamma_{g:g}" in merge for g in merge["gammas"])
+    assert merge["wm_l2"] < merge["naive_l2"]
+    report = (completed_run.root / "results/report/summary.md").read_text()
+    assert "**Claim 3" in report and "inconclusive" in report  # the test config merges 2 sources only
+
+
+def test_permutation_seeds_pairs_and_merge_sets():
+    import yaml
+
+    from lfsgan.config import ConfigError, merge_sets, permutation_pairs, permutation_seeds, validate_config
+
+    raw = yaml.safe_load(open("config/test.yaml"))
+    raw["source"]["seeds"] = [0, 1, 2, 3]
+    raw["permutation"]["seeds"] = [2, 0, 1]
+    cfg = validate_config(raw)
+    assert permutation_seeds(cfg) == [2, 0, 1]  # the first is the STE anchor
+    assert permutation_pairs(cfg) == [(2, 0), (2, 1), (0, 1)]  # every pair
+    assert merge_sets(cfg) == [(2, 0, 1), (2, 0), (2, 1), (0, 1)]  # N models, then every pair
+    cfg["permutation"]["merge"] = False
+    assert merge_sets(cfg) == [] and len(permutation_pairs(cfg)) == 3
+    raw["permutation"]["seeds"] = [0, 9]
+    with pytest.raises(ConfigError, match=r"permutation\.seeds\.1.*not in source\.seeds"):
+        validate_config(raw)
+
+
+def _merge_json(path, seeds, barriers, gammas=(0.0, 0.3)):
+    import json
+
+    rec = {"sources": [f"results/source/seed{s}/final.pt" for s in seeds], "n_models": len(seeds), "gammas": list(gammas),
+           "endpoints_fid_mean": 10.0}
+    for m, b in barriers.items():
+        rec.update({f"{m}_fid": 10.0 + b, f"{m}_merge_barrier_fid": b, f"{m}_merge_barrier_relative": b / 10, f"{m}_loss": 1.0,
+                    f"{m}_l2": 5.0, f"{m}_l2_reduction": 0.1, **{f"{m}_r_gamma_{g:g}": 0.5 for g in gammas}})
+    path.write_text(json.dumps(rec))
+    return path
+
+
+@pytest.mark.parametrize(
+    "many_gaps, verdict",
+    [((3.0, 1.0), "supported"), ((-3.0, 0.0), "contradicted"), ((3.0, -1.0), "inconclusive"), ((), "inconclusive")],
+)
+def test_claim3_verdict_from_merge_barriers(tmp_path, many_gaps, verdict):
+    from lfsgan.report.merging import claim3_verdict, merge_comparison
+
+    paths = [_merge_json(tmp_path / "m01.json", (0, 1), {"naive": 9.0, "wm": 2.0, "ste": 2.5})]
+    for k, gap in enumerate(many_gaps):  # gap = barrier(STE) - barrier(WM) of a 3-model merge
+        paths.append(_merge_json(tmp_path / f"m{k}.json", (0, 1, 2 + k), {"naive": 20.0, "wm": 5.0, "ste": 5.0 + gap}))
+    table = merge_comparison(paths)
+    assert len(table) == 3 * len(paths) and {"R(0)", "R(0.3)", "merge_barrier_fid", "l2_reduction"} <= set(table.columns)
+    out = claim3_verdict(table)
+    assert out["verdict"] == verdict and out["n_2"] == 1 and out["n_many"] == len(many_gaps)
+    if verdict == "supported":
+        assert out["mean_gap_many"] == pytest.approx(2.0) and "larger" in out["reason"]
+    no_ste = claim3_verdict(table[table["method"] != "ste"])
+    assert no_ste["verdict"] == "inconclusive" and "STE" in no_ste["reason"]

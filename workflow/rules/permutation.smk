@@ -10,6 +10,7 @@ rule match_permutation:
         permuted="results/permutation/{a}_{b}/permuted.pt",
         summary="results/permutation/{a}_{b}/match.json",
         svd="results/permutation/{a}_{b}/svd.csv",
+        r_gamma="results/permutation/{a}_{b}/r_gamma.csv",
         plot=report(
             "results/permutation/{a}_{b}/svd.png",
             caption="../report/svd.rst",
@@ -17,7 +18,7 @@ rule match_permutation:
         ),
     params:
         matching=lambda wc: json.dumps(
-            {k: config["permutation"][k] for k in ("max_iter", "seed", "top_k")}, sort_keys=True
+            {k: config["permutation"][k] for k in ("max_iter", "seed", "top_k", "gammas")}, sort_keys=True
         ),
         out=lambda wc, output: Path(output.permuted).parent,
     log:
