@@ -48,22 +48,27 @@ def run(cfg: dict, sources: list[str], data: str, cache: str, out: str, extracto
     spec = generator_spec(states[0], lr_mlp=cfg["model"]["lr_mlp"])
     sizes = spec.perm_sizes(states[0])
     perms = {"naive": [identity_perms(sizes) for _ in states]}
+    if ste:
+        ste_perms = load_checkpoint(ste)[0].get("perms")
+        if not isinstance(ste_perms, dict) or len(ste_perms) != len(states):
+            raise ValueError(f"{ste}: not the STE permutations of these {len(states)} sources; rerun `lfsgan ste` on them")
+        ste_perms = [ste_perms[str(i)] for i in range(len(states))]
     wm = match_many(states, spec, max_iter=pc["max_iter"], seed=pc["seed"])
     perms["wm"] = wm.perms
     if ste:
-        ste_perms = load_checkpoint(ste)[0]["perms"]
-        if len(ste_perms) != len(states):
-            raise ValueError(f"{ste}: permutations of {len(ste_perms)} models, but {len(states)} sources were given; rerun `lfsgan ste` on these sources")
-        perms["ste"] = [ste_perms[str(i)] for i in range(len(states))]
+        perms["ste"] = ste_perms
 
     dataset = load_prepared(data)
     score = fid_metric(cfg, dataset, data, cache, extractor, device)
     G, _ = build_models(model_config(cfg))
     G = G.to(device).eval().requires_grad_(False)
     discriminators = []
-    for _, d, _ in loaded:
+    for path, (_, d, _) in zip(sources, loaded):
         D = build_models(model_config(cfg))[1]
-        D.load_state_dict(d, strict=True)
+        try:
+            D.load_state_dict(d, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: its discriminator does not fit the config's model section ({str(e).splitlines()[0]}); retrain or import it with this config") from e
         discriminators.append(D.to(device))
     loss_fn = generator_loss(G, discriminators)
     z_loss = torch.randn(256, G.style_dim, generator=torch.Generator().manual_seed(derived_seed(pc["seed"], "merge-loss"))).to(device)

@@ -24,9 +24,12 @@ def run(cfg: dict, sources: list[str], out: str, no_resume: bool = False) -> Non
     G, _ = build_models(model_config(cfg))
     G = G.to(device).eval().requires_grad_(False)
     discriminators = []
-    for _, d, _ in loaded:
+    for path, (_, d, _) in zip(sources, loaded):
         D = build_models(model_config(cfg))[1]
-        D.load_state_dict(d, strict=True)
+        try:
+            D.load_state_dict(d, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: its discriminator does not fit the config's model section ({str(e).splitlines()[0]}); retrain or import it with this config") from e
         discriminators.append(D.to(device))
     out = Path(out)
     ckpt = out / "ste_checkpoint.pt"
