@@ -2,7 +2,8 @@
 #
 #   prepare_data[domain] -> pretrain_source[seed] (or import_source) -> fisher
 #     -> train_task[method, task] (chained per method) -> sample[method, after, task]
-#     -> evaluate -> report;   pretrain_source[A], [B] -> match_permutation -> lmc_curve -> report
+#     -> evaluate -> report;   pretrain_source[A], [B] -> match_permutation -> lmc_curve -> report;
+#     pretrain_source[seeds...] -> (ste_search) -> merge_sources -> report
 #
 # Glue only: the config, its validation, the includes and the final target. Every rule runs one
 # `lfsgan` verb; the logic lives in the package.
@@ -23,6 +24,7 @@ wildcard_constraints:
     seed=r"\d+",
     a=r"\d+",
     b=r"\d+",
+    seeds=r"\d+(_\d+)+",
 
 
 include: "workflow/rules/data.smk"

@@ -8,6 +8,13 @@ distance before/after.
     python benchmarks/match.py                       # 256 px, channel multiplier 2, random init
     python benchmarks/match.py --size 64 --threads 2 --json out.json
     python benchmarks/match.py --g-a a.pt --g-b b.pt --key g_ema   # trained generators
+    python benchmarks/match.py --nets G --many 3     # + MergeMany of 3 generators, ratio to 2-model WM
+    python benchmarks/match.py --nets G --ste-steps 20   # + STE search: seconds per 100 steps
+
+``--many N`` times MergeMany (``match_many``) of N independently initialised generators and prints
+its ratio to the two-model WM of G measured in the same run. ``--ste-steps K`` runs K steps of the
+STE search (two generators, the non-saturating loss against two random discriminators, batch
+``--ste-batch``) and reports seconds per 100 steps, split into projection (WM) and forward/backward.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lfsgan.io import load_checkpoint, write_json  # noqa: E402
 from lfsgan.models import Discriminator, Generator  # noqa: E402
-from lfsgan.permute import discriminator_spec, generator_spec, match  # noqa: E402
+from lfsgan.permute import discriminator_spec, generator_loss, generator_spec, match, match_many, ste_search  # noqa: E402
 
 
 def _state(path: str | None, key: str | None, build, seed: int) -> dict[str, torch.Tensor]:
@@ -77,6 +84,9 @@ def main() -> None:
     ap.add_argument("--g-a"), ap.add_argument("--g-b"), ap.add_argument("--d-a"), ap.add_argument("--d-b")
     ap.add_argument("--key", help="entry of the checkpoints holding the state_dict (e.g. g_ema)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--many", type=int, default=0, help="also time MergeMany of this many generators (>= 3)")
+    ap.add_argument("--ste-steps", type=int, default=0, help="also time this many STE search steps")
+    ap.add_argument("--ste-batch", type=int, default=4)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -93,6 +103,35 @@ def main() -> None:
         sd_a = _state(args.d_a, args.key, build_d, args.seeds[0])
         sd_b = _state(args.d_b, args.key, build_d, args.seeds[1])
         rows.append(run("D", sd_a, sd_b, discriminator_spec(sd_a), args))
+    if args.many:
+        states = [_state(None, None, build_g, s) for s in range(args.many)]
+        spec = generator_spec(states[0])
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = match_many(states, spec, max_iter=args.max_iter, seed=args.seed)
+        many_s, many_cpu = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
+        match_many(states, spec, anchor=0, max_iter=args.max_iter, seed=args.seed)
+        anchor_s, anchor_cpu = time.perf_counter() - t0, time.process_time() - c0
+        base = next((r for r in rows if r["net"] == "G"), None)
+        row = {"net": f"G x{args.many} MergeMany", "rounds": res.rounds, "converged": res.converged, "total_s": round(many_s, 3),
+               "cpu_s": round(many_cpu, 3), "anchor_total_s": round(anchor_s, 3), "anchor_cpu_s": round(anchor_cpu, 3)}
+        if base:  # CPU-second ratios are the robust ones on a loaded machine
+            row.update(ratio_wall=round(many_s / base["total_s"], 2), ratio_cpu=round(many_cpu / base["cpu_s"], 2),
+                       anchor_ratio_cpu=round(anchor_cpu / base["cpu_s"], 2))
+        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        rows.append(row)
+    if args.ste_steps:
+        sd_a, sd_b = _state(None, None, build_g, 0), _state(None, None, build_g, 1)
+        G = build_g().eval().requires_grad_(False)
+        Ds = [build_d() for _ in range(2)]
+        res = ste_search([sd_a, sd_b], generator_spec(sd_a), generator_loss(G, Ds), latent_dim=args.style_dim,
+                         steps=args.ste_steps, batch=args.ste_batch, eval_latents=args.ste_batch, eval_every=args.ste_steps,
+                         wm_max_iter=args.max_iter, seed=args.seed)
+        per100 = {k: round(100 * v / args.ste_steps, 2) for k, v in res.timings.items()}
+        row = {"net": "G STE", "steps": args.ste_steps, "batch": args.ste_batch, "s_per_100_steps": round(sum(per100.values()), 2),
+               **{f"{k}_s_per_100": v for k, v in per100.items()}}
+        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        rows.append(row)
     if args.json:
         write_json(args.json, {"args": vars(args), "threads": torch.get_num_threads(), "results": rows})
 

@@ -109,6 +109,23 @@ def _(p):
     p.add_argument("--out", required=True, help="output folder (lmc.csv, lmc.json, lmc.png)")
 
 
+@verb("merge", "merge", "merge N sources (naive, MergeMany weight matching, STE) and score the merged generators")
+def _(p):
+    p.add_argument("--sources", nargs="+", required=True, help="final.pt of every source; the first is the anchor")
+    p.add_argument("--ste", default=None, help="ste.pt of the same sources (from `lfsgan ste`)")
+    p.add_argument("--data", required=True, help="prepared source domain folder (reference set)")
+    p.add_argument("--extractor", default=None, help="demo extractor weights (lfsgan-demo-cnn)")
+    p.add_argument("--cache", required=True, help="folder for cached real-set statistics")
+    p.add_argument("--out", required=True, help="output folder (merged.pt, merge.json, r_gamma.csv, r_gamma.png)")
+
+
+@verb("ste", "ste", "straight-through-estimator permutation search of N sources onto the first")
+def _(p):
+    p.add_argument("--sources", nargs="+", required=True, help="final.pt of every source; the first is the anchor")
+    p.add_argument("--out", required=True, help="output folder (ste.pt, ste.json)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+
+
 @verb("report", "report", "tables, plots, forgetting matrices and sample grids")
 def _(p):
     p.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files from `lfsgan evaluate`")
@@ -116,6 +133,7 @@ def _(p):
     p.add_argument("--grids", nargs="*", default=[], help="sample grid PNGs")
     p.add_argument("--lmc", nargs="*", default=[], help="lmc.json files")
     p.add_argument("--match", nargs="*", default=[], help="match.json files")
+    p.add_argument("--merge", nargs="*", default=[], help="merge.json files (from `lfsgan merge`)")
     p.add_argument("--fisher", default=None, help="Fisher per-layer CSV")
     p.add_argument("--out", required=True, help="report folder")
 

@@ -110,6 +110,9 @@ def _check_references(cfg: dict, source: str) -> None:
                 raise ConfigError(f"{source}: key 'permutation.pairs.{i}': seed {s} is not in source.seeds {seeds}")
         if a == b:
             raise ConfigError(f"{source}: key 'permutation.pairs.{i}': a pair needs two different seeds")
+    for i, s in enumerate(cfg["permutation"]["seeds"]):
+        if s not in seeds:
+            raise ConfigError(f"{source}: key 'permutation.seeds.{i}': seed {s} is not in source.seeds {seeds}; add it there (it is pretrained) or remove it")
     for name, spec in domains.items():
         if ("builtin" in spec) == ("path" in spec):
             raise ConfigError(
@@ -177,15 +180,34 @@ def method_train_config(cfg: dict, method: str) -> dict:
     return {**cfg["task_train"], **method_entry(cfg, method).get("train", {})}
 
 
+def permutation_seeds(cfg: dict) -> list[int]:
+    """The source seeds the permutation analysis compares: ``permutation.seeds``, else ``source.seeds``."""
+    if not cfg["permutation"]["enabled"]:
+        return []
+    return list(cfg["permutation"]["seeds"] or cfg["source"]["seeds"])
+
+
 def permutation_pairs(cfg: dict) -> list[tuple[int, int]]:
-    """The (A, B) seed pairs to match: the configured pairs, else consecutive source seeds."""
+    """The (A, B) seed pairs to match: the configured pairs, else every pair of the permutation seeds."""
     if not cfg["permutation"]["enabled"]:
         return []
     pairs = cfg["permutation"]["pairs"]
     if pairs:
         return [tuple(p) for p in pairs]
-    seeds = cfg["source"]["seeds"]
-    return list(zip(seeds[:-1], seeds[1:]))
+    seeds = permutation_seeds(cfg)
+    return [(a, b) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+
+
+def merge_sets(cfg: dict) -> list[tuple[int, ...]]:
+    """Seed sets merged into one generator: all permutation seeds, and every pair when there are
+    three or more (so 2-model and N-model merges are compared); none unless ``permutation.merge``."""
+    seeds = permutation_seeds(cfg)
+    if not cfg["permutation"]["merge"] or len(seeds) < 2:
+        return []
+    sets = [tuple(seeds)]
+    if len(seeds) > 2:
+        sets += [(a, b) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+    return sets
 
 
 def config_digest(obj: Any) -> str:

@@ -12,6 +12,7 @@ import torch
 from lfsgan.models import Discriminator, Generator
 from lfsgan.permute import (
     DEFAULT_LAMBDAS,
+    alignment_sum,
     MixtureGenerator,
     apply_permutation,
     barrier,
@@ -29,8 +30,10 @@ from lfsgan.permute import (
     pairwise_sq_distances,
     plot_singular_diagnostics,
     random_perms,
+    r_gamma,
     recompute_mean_latent,
     singular_diagnostics,
+    ste_search,
 )
 
 SMALL_G = dict(size=16, style_dim=32, n_mlp=2, channel_max=16)
@@ -221,15 +224,18 @@ def test_match_many_converges_and_lowers_summed_distance():
     assert anchored.distance_history[-1] < anchored.distance_history[0]
 
 
-def test_match_many_aligns_permuted_copies_exactly():
-    a = make_d(13).state_dict()
-    spec = discriminator_spec(a)
+@pytest.mark.parametrize("net", ["G", "D"])
+def test_match_many_aligns_permuted_copies_exactly(net):
+    a = (make_g(13) if net == "G" else make_d(13)).state_dict()
+    spec = (generator_spec if net == "G" else discriminator_spec)(a)
     sizes = spec.perm_sizes(a)
     states = [a] + [apply_permutation(a, spec, random_perms(sizes, s)) for s in (1, 2)]
     for anchor in (None, 0):
         res = match_many(states, spec, anchor=anchor)
         aligned = [apply_permutation(s, spec, p) for s, p in zip(states, res.perms)]
         assert _max_abs_diff(aligned[1], aligned[0]) == 0.0 and _max_abs_diff(aligned[2], aligned[0]) == 0.0
+        hist = np.asarray(res.distance_history)  # Σ_{i<j} ||π_i θ_i - π_j θ_j||²: monotone down to 0
+        assert res.converged and np.all(np.diff(hist) <= 0) and hist[0] > 0 and hist[-1] < 1e-9 * hist[0]
 
 
 # --- interpolation, LMC curve, mixture ---------------------------------------------------------
@@ -326,3 +332,182 @@ def test_singular_diagnostics(tmp_path):
     png = tmp_path / "svd.png"
     plot_singular_diagnostics(independent, png, max_layers=3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- R(γ) (Ito et al.) -------------------------------------------------------------------------
+GAMMAS = (0.0, 0.1, 0.3, 0.5, 0.9)
+
+
+def test_r_gamma_is_one_after_matching_a_permuted_copy():
+    a = make_g(40).state_dict()
+    spec = generator_spec(a)
+    b = apply_permutation(a, spec, random_perms(spec.perm_sizes(a), 3))
+    res = match(a, b, spec, seed=0)
+    after = r_gamma(a, apply_permutation(b, spec, res.perms), spec, GAMMAS)
+    assert set(after["gamma"]) == set(GAMMAS) and (after["layer"] == "ALL").sum() == len(GAMMAS)
+    assert np.allclose(after["r"], 1.0, atol=1e-9), after[~np.isclose(after["r"], 1.0)]
+    before = r_gamma(a, b, spec, GAMMAS)
+    assert (before.loc[before["layer"] == "ALL", "r"] < 0.9).all()
+
+
+def _with_spectrum(s: np.ndarray, shape: tuple[int, int], seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], len(s), generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], len(s), generator=g, dtype=torch.float64))
+    return u @ torch.diag(torch.as_tensor(s, dtype=torch.float64)) @ v.T
+
+
+def test_r_gamma_known_spectra_independent_below_one_and_swap_robust():
+    s = np.array([10.0, 6.0, 6.0 - 1e-9, 3.5, 1.2, 0.6, 0.2, 0.15])  # σ_2 ≈ σ_3: their order is arbitrary
+    wa = _with_spectrum(s, (12, 20), 0)
+    svd = lambda w: torch.linalg.svd(w, full_matrices=False)  # noqa: E731
+    # independent singular vectors, same spectrum: R well below 1 at every γ
+    wb = _with_spectrum(s, (12, 20), 1)
+    for g in GAMMAS:
+        total, n = alignment_sum(svd(wa), svd(wb), g)
+        assert n == int((s >= g * s[0]).sum())  # rank 8: the 4 zero singular values never count
+        assert abs(total / n) < 0.6
+    # a permutation P W Qᵀ plus a rotation inside the σ_2 = σ_3 pair: per-index alignment of
+    # pairs 2, 3 drops, R(γ) stays 1 (it sums over all pairs)
+    p, q = torch.randperm(12, generator=torch.Generator().manual_seed(2)), torch.randperm(20, generator=torch.Generator().manual_seed(3))
+    wp = wa[p][:, q]
+    ua, sa, vha = svd(wa)
+    c, sn = math.cos(0.7), math.sin(0.7)
+    rot = torch.eye(len(sa), dtype=torch.float64)
+    rot[1:3, 1:3] = torch.tensor([[c, -sn], [sn, c]], dtype=torch.float64)
+    w_rot = (ua @ rot) @ torch.diag(sa) @ (vha.T @ rot).T  # same matrix up to 1e-9, other SVD basis
+    svd_rot = (ua @ rot, sa, (vha.T @ rot).T)
+    assert float((w_rot - wa).abs().max()) < 1e-8
+    per_index = ((ua * svd_rot[0]).sum(0) * (vha * svd_rot[2]).sum(1))[1:3]
+    assert (per_index < 0.7).all()
+    for g in GAMMAS:
+        total, n = alignment_sum((ua, sa, vha), svd_rot, g)
+        assert total / n == pytest.approx(1.0, abs=1e-9)
+        # unmatched permuted copy: below 1
+        total_p, n_p = alignment_sum(svd(wa), svd(wp), g)
+        assert total_p / n_p < 0.9
+
+
+# --- STE (Git Re-Basin §3.3) -------------------------------------------------------------------
+def _planted_pair():
+    a = make_g(50).state_dict()
+    spec = generator_spec(a)
+    b = apply_permutation(a, spec, random_perms(spec.perm_sizes(a), 4))
+    keys = [k for k, ts in spec.tensors.items() if ts.in_cost and ts.permuted]
+
+    def loss(state, z):  # effective L2 of the merged model to A: its minimiser is the planted π⁻¹
+        return sum(spec[k].gain ** 2 * (state[k] - a[k]).square().sum() for k in keys)
+
+    return a, b, spec, loss
+
+
+def test_ste_recovers_a_planted_permutation_from_identity():
+    a, b, spec, loss = _planted_pair()
+    res = ste_search([a, b], spec, loss, latent_dim=SMALL_G["style_dim"], steps=30, lr=0.1, eval_every=5, seed=0)
+    assert all(torch.equal(p, torch.arange(len(p))) for p in res.perms[0].values())  # the anchor
+    assert res.start_loss > 0 and res.eval_history[0] == (0, res.start_loss)  # identity start = naive average
+    assert _max_abs_diff(apply_permutation(b, spec, res.perms[1]), a) == 0.0 and res.best_loss == 0.0
+    assert res.timings["projection"] > 0 and len(res.train_history) == 30
+
+
+def test_ste_resumes_to_the_same_permutations(tmp_path):
+    a, b, spec, loss = _planted_pair()
+    kw = dict(latent_dim=SMALL_G["style_dim"], steps=20, lr=0.03, eval_every=5, seed=1, checkpoint_every=5)
+    whole = ste_search([a, b], spec, loss, **kw)
+    ckpt = tmp_path / "ste_checkpoint.pt"
+    ste_search([a, b], spec, loss, checkpoint=ckpt, stop_after=10, **kw)
+    resumed = ste_search([a, b], spec, loss, checkpoint=ckpt, **kw)
+    assert resumed.eval_history == whole.eval_history and resumed.train_history == whole.train_history
+    assert all(torch.equal(resumed.perms[1][p], whole.perms[1][p]) for p in whole.perms[1])
+    with pytest.raises(ValueError, match="different search"):
+        ste_search([a, b], spec, loss, checkpoint=ckpt, **{**kw, "lr": 0.5})
+
+
+# --- workflow: merge and STE rules --------------------------------------------------------------
+def _set_permutation(project, **changes) -> None:
+    import yaml
+
+    config = yaml.safe_load(project.read_config())
+    config["permutation"].update(changes)
+    project.write_config(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.mark.integration
+def test_dag_plans_merge_and_ste_only_when_asked(fresh_project):
+    rules = lambda: {j.rule: j for j in fresh_project.dry_run()}  # noqa: E731
+    planned = rules()
+    assert planned["merge_sources"].wildcards == {"seeds": "0_1"} and planned["ste_search"].wildcards == {"seeds": "0_1"}
+    _set_permutation(fresh_project, ste={"enabled": False})
+    planned = rules()
+    assert "merge_sources" in planned and "ste_search" not in planned
+    _set_permutation(fresh_project, merge=False, ste={"enabled": True})
+    planned = rules()
+    assert "merge_sources" not in planned and "ste_search" not in planned and "match_permutation" in planned
+
+
+@pytest.mark.integration
+def test_ste_merge_on_trained_sources_not_worse_than_identity(completed_run):
+    import json
+
+    merge = json.loads((completed_run.root / "results/merge/0_1/merge.json").read_text())
+    ste = json.loads((completed_run.root / "results/ste/0_1/ste.json").read_text())
+    # the STE objective of the merged generator on 256 held-out latents (not the latents STE chose on)
+    assert merge["ste_loss"] <= merge["naive_loss"] + 1e-6, (merge["ste_loss"], merge["naive_loss"])
+    assert ste["best_loss"] <= ste["start_loss"] and ste["steps_run"] == ste["steps"]
+    assert not (completed_run.root / "results/ste/0_1/ste_checkpoint.pt").exists()
+    for m in ("naive", "wm", "ste"):
+        assert all(f"{m}_r_gamma_{g:g}" in merge for g in merge["gammas"])
+    assert merge["wm_l2"] < merge["naive_l2"]
+    report = (completed_run.root / "results/report/summary.md").read_text()
+    assert "**Claim 3" in report and "inconclusive" in report  # the test config merges 2 sources only
+
+
+def test_permutation_seeds_pairs_and_merge_sets():
+    import yaml
+
+    from lfsgan.config import ConfigError, merge_sets, permutation_pairs, permutation_seeds, validate_config
+
+    raw = yaml.safe_load(open("config/test.yaml"))
+    raw["source"]["seeds"] = [0, 1, 2, 3]
+    raw["permutation"]["seeds"] = [2, 0, 1]
+    cfg = validate_config(raw)
+    assert permutation_seeds(cfg) == [2, 0, 1]  # the first is the STE anchor
+    assert permutation_pairs(cfg) == [(2, 0), (2, 1), (0, 1)]  # every pair
+    assert merge_sets(cfg) == [(2, 0, 1), (2, 0), (2, 1), (0, 1)]  # N models, then every pair
+    cfg["permutation"]["merge"] = False
+    assert merge_sets(cfg) == [] and len(permutation_pairs(cfg)) == 3
+    raw["permutation"]["seeds"] = [0, 9]
+    with pytest.raises(ConfigError, match=r"permutation\.seeds\.1.*not in source\.seeds"):
+        validate_config(raw)
+
+
+def _merge_json(path, seeds, barriers, gammas=(0.0, 0.3)):
+    import json
+
+    rec = {"sources": [f"results/source/seed{s}/final.pt" for s in seeds], "n_models": len(seeds), "gammas": list(gammas),
+           "endpoints_fid_mean": 10.0}
+    for m, b in barriers.items():
+        rec.update({f"{m}_fid": 10.0 + b, f"{m}_merge_barrier_fid": b, f"{m}_merge_barrier_relative": b / 10, f"{m}_loss": 1.0,
+                    f"{m}_l2": 5.0, f"{m}_l2_reduction": 0.1, **{f"{m}_r_gamma_{g:g}": 0.5 for g in gammas}})
+    path.write_text(json.dumps(rec))
+    return path
+
+
+@pytest.mark.parametrize(
+    "many_gaps, verdict",
+    [((3.0, 1.0), "supported"), ((-3.0, 0.0), "contradicted"), ((3.0, -1.0), "inconclusive"), ((), "inconclusive")],
+)
+def test_claim3_verdict_from_merge_barriers(tmp_path, many_gaps, verdict):
+    from lfsgan.report.merging import claim3_verdict, merge_comparison
+
+    paths = [_merge_json(tmp_path / "m01.json", (0, 1), {"naive": 9.0, "wm": 2.0, "ste": 2.5})]
+    for k, gap in enumerate(many_gaps):  # gap = barrier(STE) - barrier(WM) of a 3-model merge
+        paths.append(_merge_json(tmp_path / f"m{k}.json", (0, 1, 2 + k), {"naive": 20.0, "wm": 5.0, "ste": 5.0 + gap}))
+    table = merge_comparison(paths)
+    assert len(table) == 3 * len(paths) and {"R(0)", "R(0.3)", "merge_barrier_fid", "l2_reduction"} <= set(table.columns)
+    out = claim3_verdict(table)
+    assert out["verdict"] == verdict and out["n_2"] == 1 and out["n_many"] == len(many_gaps)
+    if verdict == "supported":
+        assert out["mean_gap_many"] == pytest.approx(2.0) and "larger" in out["reason"]
+    no_ste = claim3_verdict(table[table["method"] != "ste"])
+    assert no_ste["verdict"] == "inconclusive" and "STE" in no_ste["reason"]

@@ -7,13 +7,16 @@ connectivity, and the singular-vector diagnostics of Ito et al. (``reference/per
 * :mod:`.apply` — :func:`apply_permutation`.
 * :mod:`.matching` — :func:`match` (coordinate ascent over LAPs), :func:`match_many` (MergeMany /
   anchor).
+* :mod:`.ste` — :func:`ste_search` (straight-through-estimator permutation search, Git Re-Basin
+  §3.3), :func:`generator_loss` (the loss it minimises in the workflow).
 * :mod:`.lmc` — :func:`interpolate`, :func:`recompute_mean_latent`, :func:`lmc_curve`, the
   mixture baseline, :func:`barrier`.
-* :mod:`.diagnostics` — :func:`singular_diagnostics`, :func:`plot_singular_diagnostics`.
+* :mod:`.diagnostics` — :func:`singular_diagnostics`, :func:`r_gamma` (Ito et al.'s R(γ)),
+  :func:`plot_singular_diagnostics`.
 """
 
 from .apply import apply_permutation
-from .diagnostics import l2_totals, layer_matrices, plot_singular_diagnostics, singular_diagnostics
+from .diagnostics import alignment_sum, l2_totals, layer_matrices, plot_singular_diagnostics, r_gamma, singular_diagnostics
 from .lmc import (
     DEFAULT_LAMBDAS,
     MixtureGenerator,
@@ -27,6 +30,7 @@ from .lmc import (
 )
 from .matching import MatchManyResult, MatchResult, effective_sq_distance, match, match_many, pairwise_sq_distances
 from .spec import PermutationSpec, TensorSpec, check_perms, identity_perms, invert_perms, random_perms
+from .ste import SteResult, generator_loss, loss_at, ste_search
 from .stylegan2 import discriminator_spec, generator_spec
 
 __all__ = [
@@ -58,4 +62,10 @@ __all__ = [
     "layer_matrices",
     "l2_totals",
     "plot_singular_diagnostics",
+    "r_gamma",
+    "alignment_sum",
+    "ste_search",
+    "SteResult",
+    "generator_loss",
+    "loss_at",
 ]

@@ -84,3 +84,26 @@ def sample_mosaic(grids: dict[tuple[str, str], str | Path], methods: list[str], 
                 ax.set_ylabel(method, fontsize=9)
     fig.suptitle("Samples after the last task", fontsize=10)
     _save(fig, path)
+
+
+def plot_r_gamma(table: pd.DataFrame, path: str | Path, title: str = "") -> None:
+    """Ito et al.'s R(γ) (lfsgan.permute.diagnostics.r_gamma): left, the network total against γ
+    per merge method (mean over pairs of members); right, per layer at the largest γ."""
+    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
+    total = table[table["layer"] == "ALL"].groupby(["method", "gamma"], sort=False)["r"].mean()
+    for method, r in total.groupby(level=0, sort=False):
+        ax_t.plot(r.index.get_level_values("gamma"), r.values, marker="o", label=method)
+    ax_t.set_xlabel("γ (σ ≥ γ σ_1)")
+    ax_t.set_ylabel("R(γ), all layers")
+    ax_t.set_ylim(min(-0.05, float(total.min()) - 0.05), 1.05)
+    ax_t.grid(alpha=0.3)
+    ax_t.legend(fontsize=8)
+    ax_t.set_title(title, fontsize=9)
+    g_max = table["gamma"].max()
+    layers = table[(table["layer"] != "ALL") & (table["gamma"] == g_max)]
+    per_layer = layers.groupby(["method", "layer"], sort=False)["r"].mean().unstack(0)
+    per_layer.plot.bar(ax=ax_l, width=0.8, fontsize=6)
+    ax_l.set_title(f"per layer, γ = {g_max:g}", fontsize=9)
+    ax_l.set_ylabel("R(γ)")
+    ax_l.legend(fontsize=7)
+    _save(fig, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -11,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from torch import nn  # noqa: E402
 
 from lfsgan.data import load_prepared  # noqa: E402
 from lfsgan.io import atomic_path, load_checkpoint, write_json  # noqa: E402
@@ -25,6 +27,23 @@ from lfsgan.verbs.sample import generate  # noqa: E402
 log = logging.getLogger("lfsgan")
 
 
+def fid_metric(cfg: dict, dataset, data: str, cache: str, extractor: str | None, device) -> Callable[[nn.Module], dict]:
+    """``score(G) -> fid_kid result`` on ``permutation.n_samples`` fixed latents (``permutation.seed``,
+    no truncation) against the full prepared source set: the one protocol of every weight-matching
+    comparison (LMC curves, merges)."""
+    pc = cfg["permutation"]
+
+    def score(G: nn.Module) -> dict:
+        images = generate(G.to(device), pc["n_samples"], seed=pc["seed"], batch_size=cfg["evaluation"]["batch_size"],
+                          truncation=1.0, device=device)
+        return fid_kid(images, dataset.images, real_sha256=dataset.manifest["images_sha256"], cache_dir=cache,
+                       reference={"set": f"full prepared source set '{Path(data).name}'"},
+                       kid_subset_size=min(cfg["evaluation"]["fid"]["kid_subset_size"], pc["n_samples"], len(dataset.images)),
+                       seed=pc["seed"], device=device.type, **fid_settings(cfg, extractor))
+
+    return score
+
+
 def run(cfg: dict, a: str, b: str, permuted: str, data: str, cache: str, out: str, extractor: str | None = None) -> None:
     device = setup_torch(cfg)
     pc = cfg["permutation"]
@@ -36,14 +55,10 @@ def run(cfg: dict, a: str, b: str, permuted: str, data: str, cache: str, out: st
     spec = generator_spec(g_a, lr_mlp=cfg["model"]["lr_mlp"])
     kid: list[float] = []  # in evaluation order, aligned with the records below
     protocol: dict = {}
+    score = fid_metric(cfg, dataset, data, cache, extractor, device)
 
     def metric(G) -> float:
-        images = generate(G.to(device), pc["n_samples"], seed=pc["seed"], batch_size=cfg["evaluation"]["batch_size"],
-                          truncation=1.0, device=device)
-        res = fid_kid(images, dataset.images, real_sha256=dataset.manifest["images_sha256"], cache_dir=cache,
-                      reference={"set": f"full prepared source set '{Path(data).name}'"},
-                      kid_subset_size=min(cfg["evaluation"]["fid"]["kid_subset_size"], pc["n_samples"], len(dataset.images)),
-                      seed=pc["seed"], device=device.type, **fid_settings(cfg, extractor))
+        res = score(G)
         protocol.update(res["protocol"])
         kid.append(res["kid_mean"])
         return res["fid"]

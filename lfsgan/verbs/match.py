@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from lfsgan.io import atomic_path, load_checkpoint, save_checkpoint, write_json
 from lfsgan.permute import (
     apply_permutation,
@@ -13,6 +15,7 @@ from lfsgan.permute import (
     l2_totals,
     match,
     plot_singular_diagnostics,
+    r_gamma,
     singular_diagnostics,
 )
 from lfsgan.verbs._common import setup_torch, versions
@@ -42,7 +45,7 @@ def run(cfg: dict, a: str, b: str, out: str) -> None:
     g_a, d_a, meta_a = load_source(a, model_config(cfg))
     g_b, d_b, _ = load_source(b, model_config(cfg))
     out = Path(out)
-    record = {"a": str(a), "b": str(b), "max_iter": pc["max_iter"], "seed": pc["seed"], "top_k": pc["top_k"],
+    record = {"a": str(a), "b": str(b), "max_iter": pc["max_iter"], "seed": pc["seed"], "top_k": pc["top_k"], "gammas": pc["gammas"],
               "cost": "effective (equalised-lr scaled) weights, float64", "versions": versions()}
     g_spec = generator_spec(g_a, lr_mlp=cfg["model"]["lr_mlp"])
     g_match = match(g_a, g_b, g_spec, max_iter=pc["max_iter"], seed=pc["seed"], progress=None)
@@ -65,6 +68,13 @@ def run(cfg: dict, a: str, b: str, out: str) -> None:
     with atomic_path(out / "svd.csv") as tmp:
         table.to_csv(tmp, index=False)
     plot_singular_diagnostics(diag, out / "svd.png")
+    r_before = r_gamma(g_a, g_b, g_spec, pc["gammas"]).assign(matched=False)
+    r_after = r_gamma(g_a, g_perm, g_spec, pc["gammas"]).assign(matched=True)
+    r_table = pd.concat([r_before, r_after], ignore_index=True)
+    with atomic_path(out / "r_gamma.csv") as tmp:
+        r_table.to_csv(tmp, index=False)
+    for row in r_table[r_table["layer"] == "ALL"].itertuples():
+        record[f"g_r_gamma_{row.gamma:g}_{'after' if row.matched else 'before'}"] = float(row.r)
     write_json(out / "match.json", record)
     log.info("matched %s onto %s: G L2 %.4g -> %.4g (%d sweeps); D L2 %.4g -> %.4g",
              b, a, record["g_l2_before"], record["g_l2_after"], record["g_sweeps"], record["d_l2_before"], record["d_l2_after"])

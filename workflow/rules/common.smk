@@ -6,7 +6,15 @@ from pathlib import Path
 import yaml
 
 from lfsgan.codedeps import method_sources
-from lfsgan.config import config_digest, method_entry, method_runs, method_train_config, permutation_pairs, validate_config
+from lfsgan.config import (
+    config_digest,
+    merge_sets,
+    method_entry,
+    method_runs,
+    method_train_config,
+    permutation_pairs,
+    validate_config,
+)
 
 # Validate once, fill the schema's defaults in place (a bad key fails here, before any job).
 _resolved = validate_config(config, source="workflow config (config/config.yaml + --configfile/--config)")
@@ -28,6 +36,8 @@ METHODS = method_runs(config)  # every method and replicate run (lfsgan.config.m
 SEEDS = list(config["source"]["seeds"])
 BASE_SEED = SEEDS[0]
 PAIRS = permutation_pairs(config)
+MERGE_SETS = ["_".join(map(str, s)) for s in merge_sets(config)]  # wildcard {seeds}: '0_1_2'
+STE = bool(MERGE_SETS) and config["permutation"]["ste"]["enabled"]
 GPU = 1 if config["use_gpu"] else 0
 RES = config["resources"]
 DEMO_EXTRACTOR = config["evaluation"]["fid"]["extractor"] == "lfsgan-demo-cnn"
@@ -112,8 +122,18 @@ def _report_inputs(wc=None):
         "grids": [f"results/samples/{m}/after_{TASKS[-1]}/{s}/grid.png" for m in METHODS for s in TASKS],
         "lmc": [f"results/lmc/{a}_{b}/lmc.json" for a, b in PAIRS],
         "match": [f"results/permutation/{a}_{b}/match.json" for a, b in PAIRS],
+        "merge": [f"results/merge/{s}/merge.json" for s in MERGE_SETS],
         "fisher": "results/fisher/layers.csv",
     }
+
+
+def merge_sources(wc):
+    """final.pt of every seed in the merge set ``{seeds}`` ('0_1_2'), the first the anchor."""
+    return [source_checkpoint(int(s)) for s in wc.seeds.split("_")]
+
+
+def _ste_input(wc):
+    return [f"results/ste/{wc.seeds}/ste.pt"] if STE else []
 
 
 onstart:

@@ -19,6 +19,7 @@ rule report:
         out=lambda wc, output: Path(output.summary).parent,
         lmc=lambda wc, input: f"--lmc {' '.join(input.lmc)}" if input.lmc else "",
         match=lambda wc, input: f"--match {' '.join(input.match)}" if input.match else "",
+        merge=lambda wc, input: f"--merge {' '.join(input.merge)}" if input.merge else "",
     log:
         "logs/report/report.log",
     benchmark:
@@ -28,4 +29,4 @@ rule report:
         runtime=RES["runtime"],
     shell:
         "lfsgan report --config {CONFIG_FILE} --metrics {input.metrics} --tasks {input.tasks} --grids {input.grids}"
-        " {params.lmc} {params.match} --fisher {input.fisher} --out {params.out} > {log} 2>&1"
+        " {params.lmc} {params.match} {params.merge} --fisher {input.fisher} --out {params.out} > {log} 2>&1"
