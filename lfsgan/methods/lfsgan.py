@@ -38,7 +38,7 @@ from .adapters import (adapter_parameters, adapter_state, attach_adapters, detac
                        load_adapter_state)
 from .base import Method, TaskContext
 from .left import left_for_layer
-from .mode_seeking import assign_clusters, mode_seeking_loss
+from .mode_seeking import RealFeatureCache, assign_clusters, mode_seeking_loss
 
 SALT_ANCHORS, SALT_LEFT, SALT_HEAD, SALT_MS = 1, 2, 3, 4
 
@@ -83,6 +83,7 @@ class LFSGAN(Method):
         self.lpips_model: nn.Module | None = None  # set by the caller, or built lazily
         self.last_info: dict[str, float] = {}
         self._ms_gen: torch.Generator | None = None
+        self._real_features = RealFeatureCache()  # LPIPS features of the task's few real shots
 
     # --- G with LeFT -----------------------------------------------------------------------------
     def attach_left(self, G: nn.Module, seed: int) -> None:
@@ -175,10 +176,13 @@ class LFSGAN(Method):
         device = real.device
         n = self.options["ms_factor"] * real.shape[0]
         z = torch.randn(n, G.style_dim, generator=self._ms_gen).to(device)  # [N, style_dim]
-        ws = G.make_ws([G.mapping(z)])  # [N, n_latent, style_dim], no mixing
+        w = G.mapping(z)  # [N, style_dim]
+        ws = G.make_ws([w])  # [N, n_latent, style_dim], no mixing
         images, feats = G.synthesis(ws, noise_mode="random", return_features=True)
-        clusters = assign_clusters(images, real, self._lpips(device))  # [N], no gradient
-        loss, self.last_info = mode_seeking_loss(z, ws, feats, images, clusters, real.shape[0], variant)
+        lpips_model = self._lpips(device)
+        clusters = assign_clusters(images, real, lpips_model, self._real_features.features(lpips_model, real))  # [N]
+        # d(w_i, w_j) on w itself: the broadcast ws repeats it n_latent times, the same mean distance
+        loss, self.last_info = mode_seeking_loss(z, w, feats, images, clusters, real.shape[0], variant)
         return {"mode_seeking": self.options["ms_weight"] * loss}
 
     # --- storage ---------------------------------------------------------------------------------
