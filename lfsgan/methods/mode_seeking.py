@@ -112,41 +112,62 @@ def cluster_pairs(clusters: torch.Tensor, n_clusters: int, variant: str = "inten
     return ij[:, 0], ij[:, 1], n_multi
 
 
-class _TriangleMeanL1(torch.autograd.Function):
-    """``M[i, j] = mean |x_i − x_j|`` for ``i < j`` of ``x [L, D]`` (zeros on and below the diagonal).
+def _triangle(x: torch.Tensor) -> torch.Tensor:
+    """``M[i, j] = mean |x_i − x_j|`` for ``i < j`` of ``x [L, D]`` (zeros elsewhere), row by row."""
+    n = x.shape[0]
+    M = x.new_zeros(n, n)
+    for i in range(n - 1):
+        M[i, i + 1:] = (x[i] - x[i + 1:]).abs_().mean(1)  # [n-i-1]
+    return M
 
-    Row by row (``x_i`` against the broadcast block ``x_{i+1..L-1}``), so no ``[P, D]`` gathered copies
-    of the samples are made and each unordered pair is computed once; the backward recomputes the
-    signs row by row: ``∂M_ij/∂x_i = sign(x_i − x_j)/D = −∂M_ij/∂x_j``.
+
+def _triangle_grad(x: torch.Tensor, grad: torch.Tensor, out: torch.Tensor) -> None:
+    """Add ``Σ_{i<j} grad[i, j] · ∂M_ij/∂x`` to ``out [L, D]``: ``∂M_ij/∂x_i = sign(x_i − x_j)/D = −∂M_ij/∂x_j``."""
+    n, d = x.shape
+    for i in range(n - 1):
+        g = grad[i, i + 1:] / d  # [n-i-1]
+        s = (x[i] - x[i + 1:]).sign_()  # [n-i-1, D]
+        out[i] += g @ s
+        out[i + 1:] -= s.mul_(g[:, None])
+
+
+class _GroupPairMeanL1(torch.autograd.Function):
+    """``d_p = mean |x[I_p] − x[J_p]|``, every distinct pair computed once inside its group.
+
+    Row by row within each group (``x_i`` against the broadcast block of the later members), so no
+    ``[P, D]`` gathered copies are made, and the backward recomputes the signs the same way and
+    writes one gradient tensor — no per-group autograd nodes, each of which would allocate a zero
+    gradient of the whole ``x``.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        n = x.shape[0]
-        M = x.new_zeros(n, n)
-        for i in range(n - 1):
-            M[i, i + 1:] = (x[i] - x[i + 1:]).abs_().mean(1)  # [n-i-1]
-        return M
+    def forward(ctx, x: torch.Tensor, I: torch.Tensor, J: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
+        xf = x.flatten(1)  # [N, D]
+        local = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        order = torch.cat(groups)  # [U]
+        local[order] = torch.arange(len(order), device=x.device)
+        M = torch.block_diag(*[_triangle(xf[g]) for g in groups])  # [U, U]
+        li, lj = local[I], local[J]
+        ctx.save_for_backward(x, li, lj)
+        ctx.groups = groups
+        return M[li, lj]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        n, d = x.shape
-        grad_x = torch.zeros_like(x)
-        for i in range(n - 1):
-            g = grad[i, i + 1:] / d  # [n-i-1]
-            s = (x[i] - x[i + 1:]).sign_()  # [n-i-1, D]
-            grad_x[i] += g @ s
-            grad_x[i + 1:] -= s.mul_(g[:, None])
-        return grad_x
-
-
-def pair_matrix_l1(x: torch.Tensor) -> torch.Tensor:
-    """``[L, L]`` upper-triangular matrix of mean absolute differences (``F.l1_loss`` per pair, mean
-    reduction) between the samples of ``x [L, ...]``; ``M[i, j]`` for ``i < j``, zeros elsewhere."""
-    return _TriangleMeanL1.apply(x.flatten(1))
+        x, li, lj = ctx.saved_tensors
+        xf = x.flatten(1)
+        U = sum(len(g) for g in ctx.groups)
+        gM = grad.new_zeros(U, U).index_put_((li, lj), grad, accumulate=True)  # [U, U], repeated pairs summed
+        grad_x = torch.zeros_like(xf)
+        start = 0
+        for g in ctx.groups:
+            k = len(g)
+            block = xf.new_zeros(k, xf.shape[1])  # [k, D]
+            _triangle_grad(xf[g], gM[start:start + k, start:start + k], block)
+            grad_x.index_add_(0, g, block)
+            start += k
+        return grad_x.view_as(x), None, None, None
 
 
 def pair_groups(clusters: torch.Tensor, n_clusters: int, variant: str = "intended") -> list[torch.Tensor]:
@@ -161,19 +182,17 @@ def pair_groups(clusters: torch.Tensor, n_clusters: int, variant: str = "intende
 
 
 def pair_mean_l1(x: torch.Tensor, I: torch.Tensor, J: torch.Tensor, groups: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """``[P]`` mean absolute differences between samples ``I`` and ``J`` (``I < J``) of ``x [N, ...]``.
+    """``[P]`` mean absolute differences (``F.l1_loss`` per pair, mean reduction) between samples ``I``
+    and ``J`` (``I < J``, each pair inside one of the disjoint, ascending ``groups``; default one
+    group, the samples ``I ∪ J``) of ``x [N, ...]``.
 
-    Each distinct pair inside a group (default: one group, the samples ``I ∪ J``) is computed once and
-    then read out as often as ``(I, J)`` lists it — the faithful variant lists the same pairs many times.
+    Each distinct pair is computed once and read out as often as ``(I, J)`` lists it — the faithful
+    variant lists the same pairs many times.
     """
     if len(I) == 0:
         return x.new_zeros(0)
     groups = [torch.unique(torch.cat([I, J]))] if groups is None else groups
-    order = torch.cat(groups)  # [U]
-    local = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
-    local[order] = torch.arange(len(order), device=x.device)
-    M = torch.block_diag(*[pair_matrix_l1(x[g]) for g in groups])  # [U, U], upper triangle per block
-    return M[local[I], local[J]]
+    return _GroupPairMeanL1.apply(x, I, J, groups)
 
 
 def mode_seeking_loss(
