@@ -309,6 +309,25 @@ def test_lfsgan_fast_mode_seeking_equals_straightforward_loss(source, lpips_vgg,
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * scale)
 
 
+def test_pair_distances_read_any_memory_layout():
+    """Channels-last feature maps (what G's convolutions return) are read without a copy, in memory
+    order: same distances and gradients as the contiguous tensor and as F.l1_loss pair by pair."""
+    from lfsgan.methods.mode_seeking import pair_groups, pair_mean_l1
+
+    x = torch.randn(7, 5, 4, 3, generator=torch.Generator().manual_seed(0))
+    clusters = torch.tensor([0, 1, 0, 0, 1, 2, 1])
+    I, J, _ = cluster_pairs(clusters, 3)
+    want = torch.stack([F.l1_loss(x[i], x[j]) for i, j in zip(I.tolist(), J.tolist())])
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.clone().to(memory_format=layout).requires_grad_()
+        d = pair_mean_l1(xl, I, J, pair_groups(clusters, 3))
+        torch.testing.assert_close(d, want, rtol=1e-6, atol=1e-7)
+        (g,) = torch.autograd.grad((d * torch.arange(1.0, len(d) + 1)).sum(), xl)
+        grads.append(g)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 def test_real_feature_cache_equals_fresh_features(lpips_vgg):
     from lfsgan.metrics.diversity import lpips_features
 

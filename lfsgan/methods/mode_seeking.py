@@ -142,11 +142,11 @@ class _GroupPairMeanL1(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, I: torch.Tensor, J: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
-        xf = x.flatten(1)  # [N, D]
+        xr, perm = _rows(x)  # [N, D]
         local = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
         order = torch.cat(groups)  # [U]
         local[order] = torch.arange(len(order), device=x.device)
-        M = torch.block_diag(*[_triangle(xf[g]) for g in groups])  # [U, U]
+        M = torch.block_diag(*[_triangle(xr[g]) for g in groups])  # [U, U]
         li, lj = local[I], local[J]
         ctx.save_for_backward(x, li, lj)
         ctx.groups = groups
@@ -156,18 +156,34 @@ class _GroupPairMeanL1(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, li, lj = ctx.saved_tensors
-        xf = x.flatten(1)
+        xr, perm = _rows(x)
         U = sum(len(g) for g in ctx.groups)
         gM = grad.new_zeros(U, U).index_put_((li, lj), grad, accumulate=True)  # [U, U], repeated pairs summed
-        grad_x = torch.zeros_like(xf)
+        grad_r = torch.zeros_like(xr, memory_format=torch.contiguous_format)  # [N, D]
         start = 0
         for g in ctx.groups:
             k = len(g)
-            block = xf.new_zeros(k, xf.shape[1])  # [k, D]
-            _triangle_grad(xf[g], gM[start:start + k, start:start + k], block)
-            grad_x.index_add_(0, g, block)
+            block = xr.new_zeros(k, xr.shape[1])  # [k, D]
+            _triangle_grad(xr[g], gM[start:start + k, start:start + k], block)
+            grad_r.index_add_(0, g, block)
             start += k
-        return grad_x.view_as(x), None, None, None
+        # back to x's shape, in x's memory order (the inverse of _rows' permutation)
+        return grad_r.view([x.shape[d] for d in perm]).permute(_inverse(perm)), None, None, None
+
+
+def _rows(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """``x [N, ...]`` as ``[N, D]`` rows holding each sample's elements in *memory* order, and the
+    dimension permutation used: a view (no copy) for contiguous and channels-last tensors alike.
+    A mean absolute difference does not depend on the order of the elements."""
+    perm = [0] + sorted(range(1, x.dim()), key=lambda d: -x.stride(d))
+    return x.permute(perm).reshape(x.shape[0], -1), perm
+
+
+def _inverse(perm: list[int]) -> list[int]:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return inv
 
 
 def pair_groups(clusters: torch.Tensor, n_clusters: int, variant: str = "intended") -> list[torch.Tensor]:
