@@ -350,6 +350,11 @@ def test_lpips_cluster_assignment(lpips_vgg):
     with torch.no_grad():
         brute = torch.stack([lpips_vgg(fakes, y[None].expand(6, -1, -1, -1)).flatten() for y in real], 1)
     assert torch.equal(assign_clusters(fakes, real, lpips_vgg), brute.argmin(1))
+    from lfsgan.metrics.diversity import lpips_features, lpips_matrix
+
+    fakes = real_batch(6, n=40)  # the b-independent term left out: still the full LPIPS matrix's argmin
+    full = lpips_matrix(lpips_vgg, lpips_features(lpips_vgg, fakes), lpips_features(lpips_vgg, real))
+    assert torch.equal(assign_clusters(fakes, real, lpips_vgg), full.argmin(1))
 
 
 def test_lfsgan_mode_seeking_term_uses_generator(source, lpips_vgg):

@@ -35,16 +35,25 @@ def assign_clusters(images: torch.Tensor, real: torch.Tensor, lpips_model: nn.Mo
     [-1, 1]) → ``[N]`` long.
 
     Each image goes through the LPIPS backbone once (N + B passes, not 2·N·B; N when the reals'
-    features are given, e.g. from :class:`RealFeatureCache`) and all N×B distances come from
-    :func:`lfsgan.metrics.diversity.lpips_matrix`, equal to ``lpips_model(x_n, y_b)``.
+    features are given, e.g. from :class:`RealFeatureCache`). With lpips v0.1's distance expanded as
+    in :func:`lfsgan.metrics.diversity.lpips_matrix`, ``LPIPS(x_n, y_b) = s(x_n) + Σ_l [‖y_b‖²_{w_l}
+    − 2⟨x_n, w_l·y_b⟩] / (H_l W_l)``; the first term does not depend on b, so the argmin needs only
+    the second: one float64 matrix product per layer against the weighted reals, no elementwise pass
+    over the N fakes' features.
     """
-    from lfsgan.metrics.diversity import lpips_features, lpips_matrix
+    from lfsgan.metrics.diversity import _lin_weights, lpips_features
 
     if images.shape[1:] != real.shape[1:]:
         raise ValueError(f"assign_clusters: fake images {tuple(images.shape)} and real {tuple(real.shape)} differ in shape")
     fb = real_features if real_features is not None else lpips_features(lpips_model, real)
-    dist = lpips_matrix(lpips_model, lpips_features(lpips_model, images), fb)  # [N, B]
-    return dist.argmin(1)
+    fa = lpips_features(lpips_model, images)
+    score = 0.0
+    for w, a, b in zip(_lin_weights(lpips_model), fa, fb):
+        hw = a.shape[2] * a.shape[3]
+        wb = w.double().view(1, -1, 1, 1) * b.double()  # [B, C, H, W]
+        sb = (wb * b.double()).flatten(1).sum(1)  # [B]
+        score = score + (sb[None, :] - 2 * a.double().flatten(1) @ wb.flatten(1).T) / hw  # [N, B]
+    return score.argmin(1)
 
 
 class RealFeatureCache:
