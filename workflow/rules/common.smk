@@ -80,6 +80,8 @@ def report_targets():
         "results/report/forgetting.png",
         "results/report/metrics_along_tasks.png",
         "results/report/samples.png",
+        "results/report/quality.csv",
+        "results/report/quality.png",
     ]
 
 
@@ -112,4 +114,5 @@ def _report_inputs(wc=None):
         "lmc": [f"results/lmc/{a}_{b}/lmc.json" for a, b in PAIRS],
         "match": [f"results/permutation/{a}_{b}/match.json" for a, b in PAIRS],
         "fisher": "results/fisher/layers.csv",
+        "quality": [f"results/quality/source/seed{s}.json" for s in SEEDS] if DEMO_EXTRACTOR else [],
     }
