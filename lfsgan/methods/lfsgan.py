@@ -18,7 +18,8 @@ Per task (``reference/methods.md`` §1.3–§1.6), each task trained independent
   main branch (``conv2(conv1(x))``) before the residual add.
 * **Loss**: non-saturating adversarial loss + ``ms_weight · L_ms`` every step (:mod:`.mode_seeking`),
   on ``ms_factor · B`` fresh latents (``w`` broadcast to all ``G.n_latent`` layers, random noise)
-  clustered by LPIPS-VGG to the step's ``B`` real images.
+  clustered by LPIPS-VGG to the step's ``B`` real images (their LPIPS features are cached per image:
+  a few-shot task's batches keep drawing the same shots).
 
 Seeds (all from ``ctx.seed``): anchors, LeFT init, patch head and the mode-seeking latents each use
 their own ``torch.Generator`` (salts 1–4), so nothing here consumes the global RNG except the noise
