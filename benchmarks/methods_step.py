@@ -11,13 +11,19 @@ regularisers in their true proportion) after ``--warmup`` plain ones. Variants:
   every forward; target ≤ 1.3× fine-tuning's time;
 - ``lfsgan-patch``: LeFT + CDC anchor/patch D;
 - ``lfsgan``: the full method (+ cluster-wise mode seeking on 4·B extra samples with LPIPS-VGG; a
-  random-backbone LPIPS here, the same cost as the real one).
+  random-backbone LPIPS here, the same cost as the real one). The same real batch every step, as
+  a few-shot task's batches come from the same shots: the shots' LPIPS features are cached.
+
+``--ms-breakdown`` also times the parts of the mode-seeking term alone (process CPU s, in ratio to
+fine-tuning's whole iteration): G forward+backward on the 4·B extra samples, LPIPS-VGG features of
+the 4·B samples (the cluster assignment), and the pair loss (forward+backward) on their features.
+The first two are what the official algorithm must compute each step, whatever the implementation.
 
 Configs: the demo (size 32, channel_max 64, style_dim 64, n_mlp 4, batch 16) and, with ``--full``,
 256 px / multiplier 2 / style_dim 512 / n_mlp 8 / batch 4 (use a GPU; ``--full-size`` scales it down).
 Wall-clock and process CPU time are both printed; on a CPU shared with other jobs trust the latter.
 
-    python benchmarks/methods_step.py [--device auto] [--threads N] [--steps 16] [--full] [--only demo|full]
+    python benchmarks/methods_step.py [--device auto] [--threads N] [--steps 16] [--full] [--only demo|full] [--ms-breakdown]
 """
 
 from __future__ import annotations
@@ -80,6 +86,51 @@ def seconds_per_iteration(variant: str, model: dict, batch: int, device: torch.d
         trainer.step(i, real)
     _sync(device)
     return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+
+
+def mode_seeking_parts(model: dict, batch: int, device: torch.device, reps: int = 3) -> dict[str, float]:
+    """Process CPU s of each part of the mode-seeking term on ``4 · batch`` samples (min over ``reps``)."""
+    import lpips
+
+    from lfsgan.metrics.diversity import lpips_features
+    from lfsgan.methods.mode_seeking import assign_clusters, mode_seeking_loss
+
+    G, _ = _models(model, device)
+    lp = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).to(device).eval()
+    z = torch.randn(4 * batch, G.style_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    real = torch.rand(batch, 3, model["size"], model["size"], generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+
+    def generate():
+        w = G.mapping(z)
+        return (w, *G.synthesis(G.make_ws([w]), noise_mode="random", return_features=True))
+
+    w, images, feats = generate()
+    clusters = assign_clusters(images.detach(), real, lp)
+
+    def g_fwd_bwd():
+        w, images, feats = generate()
+        (images.sum() + sum(f.sum() for f in feats)).backward()
+
+    def pair_loss():
+        fs = [f.detach().requires_grad_() for f in feats]
+        loss, _ = mode_seeking_loss(z, w.detach().requires_grad_(), fs, images.detach().requires_grad_(), clusters, batch)
+        loss.backward()
+
+    def lpips_fakes():
+        with torch.no_grad():
+            lpips_features(lp, images.detach())
+
+    out = {}
+    for name, fn in (("G fwd+bwd on 4B", g_fwd_bwd), ("LPIPS-VGG on 4B", lpips_fakes), ("pair loss fwd+bwd", pair_loss)):
+        times = []
+        for _ in range(reps + 1):
+            _sync(device)
+            c0 = time.process_time()
+            fn()
+            _sync(device)
+            times.append(time.process_time() - c0)
+        out[name] = min(times[1:])
+    return out
 
 
 # --- LeFT reconstruction: TensorLy vs hand-written einsum -----------------------------------------
@@ -150,6 +201,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--reconstruction-only", action="store_true", help="skip the training steps (e.g. 256 px on a CPU)")
     ap.add_argument("--reps", type=int, default=10, help="repetitions of the reconstruction timing")
+    ap.add_argument("--ms-breakdown", action="store_true", help="also time the parts of the mode-seeking term")
     args = ap.parse_args()
 
     device = setup_device(args)
@@ -171,6 +223,10 @@ def main() -> None:
                 base = base or (sec, cpu)
                 print(f"{v:<14} {sec:>9.4f} {batch / sec:>9.2f} {sec / base[0]:>10.2f}x {cpu:>11.4f} "
                       f"{cpu / base[1]:>10.2f}x", flush=True)
+            if args.ms_breakdown:
+                for part, cpu in mode_seeking_parts(model, batch, device).items():
+                    print(f"  mode seeking, {part:<20} {cpu:>8.4f} cpu-s  {cpu / base[1]:>6.2f}x a fine-tuning iteration",
+                          flush=True)
         rec = reconstruction_seconds(model, device, reps=args.reps)
         print(f"LeFT reconstruction of all weights, fwd+bwd: tensorly {rec['tensorly'] * 1e3:.2f} ms, "
               f"einsum {rec['einsum'] * 1e3:.2f} ms (ratio {rec['tensorly'] / rec['einsum']:.2f})", flush=True)

@@ -91,6 +91,14 @@ def _(p):
     p.add_argument("--out", required=True, help="metrics JSON")
 
 
+@verb("quality", "quality", "quality read-out of a source generator (demo CNN digit and domain heads)")
+def _(p):
+    p.add_argument("--source", required=True, help="source run folder's final.pt")
+    p.add_argument("--data", required=True, help="prepared source domain folder")
+    p.add_argument("--extractor", default=None, help="demo extractor weights (lfsgan-demo-cnn)")
+    p.add_argument("--out", required=True, help="quality JSON")
+
+
 @verb("match", "match", "weight matching: permute source B onto source A")
 def _(p):
     p.add_argument("--a", required=True, help="final.pt of model A")
@@ -135,6 +143,7 @@ def _(p):
     p.add_argument("--match", nargs="*", default=[], help="match.json files")
     p.add_argument("--merge", nargs="*", default=[], help="merge.json files (from `lfsgan merge`)")
     p.add_argument("--fisher", default=None, help="Fisher per-layer CSV")
+    p.add_argument("--quality", nargs="*", default=[], help="source quality JSONs from `lfsgan quality`")
     p.add_argument("--out", required=True, help="report folder")
 
 

@@ -327,6 +327,10 @@ def test_prepare_builtin(tmp_path: Path, demo_images):
     assert manifest["files"][3]["sha256"] == images_sha256(ds.images[3])
     assert manifest["shots"] == sorted(np.random.default_rng(5).choice(1500, 10, replace=False).tolist())
     assert tuple(ds.shots().shape) == (10, 3, 32, 32)
+    # each image's digit, recorded beside the images (the quality read-out's digit head trains on them)
+    assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == [int(f["name"][-1]) for f in manifest["files"]]
+    assert manifest["labels"]["classes"] == [7, 8, 9] and manifest["labels"]["kind"] == "digit"
+    assert manifest["labels"]["sha256"] == hashlib.sha256(ds.labels.numpy().tobytes()).hexdigest()
     with pytest.raises(ValueError, match="unknown built-in domain 'mnist-nope'.*mnist-inverted"):
         prepare_dataset("builtin:mnist-nope", tmp_path / "x", resolution=32)
 

@@ -19,7 +19,8 @@ from lfsgan.methods.adapters import count_tensors
 from lfsgan.methods.ewc import ewc_penalty
 from lfsgan.methods.left import LeFTConv, LeFTFC, dyadic_partition
 from lfsgan.methods.lfsgan import patch_feature_index
-from lfsgan.methods.mode_seeking import assign_clusters, cluster_pairs, mode_seeking_loss
+from lfsgan.methods.lfsgan import SALT_MS, seeded
+from lfsgan.methods.mode_seeking import RealFeatureCache, assign_clusters, cluster_pairs, mode_seeking_loss
 from lfsgan.methods.piggyback import n_free, piggyback_param_count
 from lfsgan.models import Discriminator, Generator, iter_adaptable
 from lfsgan.train import TrainConfig, Trainer
@@ -317,6 +318,71 @@ def test_mode_seeking_pairings_and_empty_case():
     assert loss.item() == 0.0 and info["ms_clusters"] == 0
 
 
+@pytest.mark.parametrize("variant", ["intended", "faithful"])
+def test_lfsgan_fast_mode_seeking_equals_straightforward_loss(source, lpips_vgg, variant):
+    """The LFS-GAN term (row-wise pair distances, each distinct pair once; LPIPS features of the real
+    shots cached across steps; d(w) on w, not its broadcast) equals §1.6 computed the plain way — the
+    released loops over F.l1_loss on the broadcast ws, LPIPS of every real every step — in value and
+    in the gradient of every LeFT tensor, over three steps (the cache is hit from the second on)."""
+    G, D = tiny_models(1)
+    m = make_method("lfsgan", {"mode_seeking": variant, "ms_factor": 4})
+    m.lpips_model = lpips_vgg
+    m.setup(G, D, TaskContext(0, "t", source[0], source[1], seed=0))
+    params = list(m.generator_parameters(G))
+    ref_gen = seeded(0, SALT_MS)
+    real = real_batch(0)
+    for step in range(3):
+        real = real[torch.randperm(4, generator=torch.Generator().manual_seed(step))]  # the same shots, reordered
+        torch.manual_seed(100 + step)  # G's noise inputs
+        fast = m.generator_loss_terms(G, D, real, step)["mode_seeking"]
+        g_fast = torch.autograd.grad(fast, params)
+        torch.manual_seed(100 + step)
+        z = torch.randn(16, G.style_dim, generator=ref_gen)
+        ws = G.make_ws([G.mapping(z)])
+        images, feats = G.synthesis(ws, noise_mode="random", return_features=True)
+        clusters = assign_clusters(images, real, lpips_vgg)
+        ref = reference_mode_seeking(z, ws, feats, images, clusters, 4, variant)
+        g_ref = torch.autograd.grad(ref, params)
+        assert m.last_info["ms_pairs"] > 0
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=0)
+        scale = max(float(b.abs().max()) for b in g_ref)  # some LeFT factors get ~0 gradient (methods.md §1.3d)
+        assert scale > 0
+        for a, b in zip(g_fast, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_pair_distances_read_any_memory_layout():
+    """Channels-last feature maps (what G's convolutions return) are read without a copy, in memory
+    order: same distances and gradients as the contiguous tensor and as F.l1_loss pair by pair."""
+    from lfsgan.methods.mode_seeking import pair_groups, pair_mean_l1
+
+    x = torch.randn(7, 5, 4, 3, generator=torch.Generator().manual_seed(0))
+    clusters = torch.tensor([0, 1, 0, 0, 1, 2, 1])
+    I, J, _ = cluster_pairs(clusters, 3)
+    want = torch.stack([F.l1_loss(x[i], x[j]) for i, j in zip(I.tolist(), J.tolist())])
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.clone().to(memory_format=layout).requires_grad_()
+        d = pair_mean_l1(xl, I, J, pair_groups(clusters, 3))
+        torch.testing.assert_close(d, want, rtol=1e-6, atol=1e-7)
+        (g,) = torch.autograd.grad((d * torch.arange(1.0, len(d) + 1)).sum(), xl)
+        grads.append(g)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_real_feature_cache_equals_fresh_features(lpips_vgg):
+    from lfsgan.metrics.diversity import lpips_features
+
+    cache, real = RealFeatureCache(), real_batch(5, n=6)
+    for batch in (real[[0, 1, 2]], real[[2, 0, 3, 3, 5]], real.flip(0)):
+        for got, want in zip(cache.features(lpips_vgg, batch), lpips_features(lpips_vgg, batch)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert len(cache._store) == 6  # each distinct image stored once
+    tiny = RealFeatureCache(max_bytes=1)  # over budget: emptied, still correct
+    for got, want in zip(tiny.features(lpips_vgg, real), lpips_features(lpips_vgg, real)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_lpips_cluster_assignment(lpips_vgg):
     real = real_batch(3)  # [4, 3, 16, 16]
     order = torch.tensor([2, 0, 3, 3, 1, 0, 2, 1])
@@ -326,6 +392,11 @@ def test_lpips_cluster_assignment(lpips_vgg):
     with torch.no_grad():
         brute = torch.stack([lpips_vgg(fakes, y[None].expand(6, -1, -1, -1)).flatten() for y in real], 1)
     assert torch.equal(assign_clusters(fakes, real, lpips_vgg), brute.argmin(1))
+    from lfsgan.metrics.diversity import lpips_features, lpips_matrix
+
+    fakes = real_batch(6, n=40)  # the b-independent term left out: still the full LPIPS matrix's argmin
+    full = lpips_matrix(lpips_vgg, lpips_features(lpips_vgg, fakes), lpips_features(lpips_vgg, real))
+    assert torch.equal(assign_clusters(fakes, real, lpips_vgg), full.argmin(1))
 
 
 def test_lfsgan_mode_seeking_term_uses_generator(source, lpips_vgg):

@@ -397,3 +397,62 @@ def test_file_identity_path_is_portable(tmp_path, monkeypatch):
     a, b = file_identity(inside), file_identity(outside)
     assert a == {"path": "results/w.pt", "sha256": sha256_file(inside)}
     assert b["path"] == str(outside.resolve()) and b["sha256"] == a["sha256"]
+
+
+# ---------------------------------------------------------------- quality read-out (digit + domain heads)
+
+
+@pytest.fixture(scope="module")
+def digit_extractor(tmp_path_factory):
+    """The demo CNN with its digit head, trained on two built-in domains at 16 px (as config/test.yaml)."""
+    from lfsgan.data.demo import DEMO_DOMAINS
+    from lfsgan.data.mnist import load_mnist_5k
+    from lfsgan.metrics.demo_extractor import load_demo_extractor
+
+    sets = [DEMO_DOMAINS[name] for name in ("mnist-source", "mnist-inverted")]
+    images = [d.render(16) for d in sets]
+    digits = torch.cat([torch.from_numpy(load_mnist_5k().labels[d.rows()].copy()) for d in sets])
+    labels = torch.cat([torch.full((len(x),), i, dtype=torch.long) for i, x in enumerate(images)])
+    path = tmp_path_factory.mktemp("digits") / "demo_cnn.pt"
+    meta = train_demo_extractor(torch.cat(images), labels, path, seed=0, steps=300, digits=digits,
+                                label_names=["mnist-source", "mnist-inverted"], progress=False)
+    net, _ = load_demo_extractor(path)
+    return net, meta, images, digits[len(images[0]):]
+
+
+def test_extractor_digit_head_records_heldout_accuracy(digit_extractor):
+    _, meta, images, _ = digit_extractor
+    acc = meta["heldout_accuracy"]
+    assert meta["arch"]["n_digits"] == 10 and meta["heldout"]["n_images"] == round(0.1 * 5000)
+    assert acc["domain"] > 0.95 and acc["digit"] > 0.6, acc
+
+
+def test_quality_readout_healthy_real_images_are_not_collapsed(digit_extractor):
+    from lfsgan.metrics.quality import quality_readout
+
+    net, _, (source, target), target_digits = digit_extractor
+    perm = torch.randperm(len(target), generator=torch.Generator().manual_seed(1))
+    q = quality_readout(net, target[perm[:300]], target, domain_index=1, threshold=0.9, seed=0)
+    assert not q["collapsed"], q["collapse_reasons"]
+    assert q["domain_share"] > 0.95 and q["confident_share"] > 0.3
+    assert sum(q["digit_histogram"][7:]) >= 0.8 * sum(q["digit_histogram"])  # the target holds 7, 8, 9
+    assert 0.7 < q["spread_ratio"] < 1.3 and q["top_digit_share"] < 0.6
+    p = q["protocol"]
+    assert p["threshold"] == 0.9 and p["n_samples"] == 300 and p["seed"] == 0 and "collapse_criterion" in p
+    q_src = quality_readout(net, target[:100], target, domain_index=0)  # target images read as the source domain
+    assert q_src["domain_share"] < 0.05
+
+
+def test_quality_readout_reports_collapse(digit_extractor):
+    from lfsgan.metrics.quality import quality_readout
+
+    net, _, (source, target), target_digits = digit_extractor
+    constant = target[:1].expand(200, -1, -1, -1).contiguous()  # one image repeated
+    q = quality_readout(net, constant, target, domain_index=1)
+    assert q["collapsed"] and q["spread_ratio"] < 1e-6  # 0 up to float rounding
+    assert any("feature spread" in r for r in q["collapse_reasons"])
+    sevens = target[target_digits == 7][:200]  # varied images, but of one digit only
+    q = quality_readout(net, sevens, target, domain_index=1)
+    assert q["collapsed"] and q["top_digit"] == 7 and any("digit 7" in r for r in q["collapse_reasons"])
+    q = quality_readout(net, sevens, target, domain_index=1, max_class_share=1.0)  # criterion recorded, and used
+    assert not q["collapsed"] and "> 1.0" in q["protocol"]["collapse_criterion"]

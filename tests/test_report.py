@@ -52,6 +52,35 @@ def test_summary_and_forgetting_tables(completed_run):
     assert "lfsgan/sketch/fid" in metrics
 
 
+def test_quality_readout_runs_and_records_its_protocol(completed_run):
+    """Every source seed and every (method, after t, task s) generator is read out by the demo CNN's
+    digit and domain heads; the protocol (extractor identity, its training data and held-out
+    accuracy, threshold, sample count, seed, collapse criterion) sits next to the values."""
+    root = completed_run.root
+    rec = json.loads((root / "results" / "eval" / "lfsgan" / "after_sketch" / "inverted.json").read_text())
+    q = rec["quality"]
+    assert set(q) >= {"confident_share", "digit_histogram", "domain_share", "collapsed", "collapse_reasons", "protocol"}
+    assert len(q["digit_histogram"]) == 10 and sum(q["digit_histogram"]) == round(q["confident_share"] * 48)
+    p = q["protocol"]
+    assert p["n_samples"] == 48 and p["seed"] == 10 and p["threshold"] == 0.9 and "collapse_criterion" in p
+    ex = p["extractor"]
+    assert len(ex["sha256"]) == 64 and ex["label_names"] == ["mnist-source", "inverted", "sketch"]
+    assert {d["name"] for d in ex["training_data"]} == {"mnist-source", "inverted", "sketch"}
+    assert all(len(d["images_sha256"]) == 64 and len(d["labels_sha256"]) == 64 for d in ex["training_data"])
+    assert 0 <= ex["heldout_accuracy"]["digit"] <= 1 and 0 <= ex["heldout_accuracy"]["domain"] <= 1
+    src = json.loads((root / "results" / "quality" / "source" / "seed1.json").read_text())
+    assert src["domain"] == "mnist-source" and src["quality"]["protocol"]["samples"]["n_samples"] == 48
+    table = pd.read_csv(root / "results" / "report" / "quality.csv")
+    assert {"source seed0", "source seed1"} <= set(table["generator"])
+    assert len(table) == 2 + 4 * 3  # 2 sources + 4 methods x (inverted after inverted, both after sketch)
+    assert table["collapsed"].isin([True, False]).all() and table["confident_share"].between(0, 1).all()
+    md = (root / "results" / "report" / "summary.md").read_text()
+    assert "## Quality read-out" in md and "held-out accuracy" in md
+    n_bad = int(table["collapsed"].sum())
+    assert (f"**{n_bad} of {len(table)} generators have collapsed:**" in md) if n_bad else ("No generator met" in md)
+    assert (root / "results" / "report" / "quality.png").stat().st_size > 0
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is installed by scripts/test.sh")
 def test_html_report_renders_in_a_browser(completed_run, tmp_path):
     project = completed_run.copy(tmp_path / "p")
@@ -65,7 +94,7 @@ def test_html_report_renders_in_a_browser(completed_run, tmp_path):
         capture_output=True, text=True, timeout=180,
     ).stdout
     # the rendered page lists the result categories and embeds the tables and figures
-    for needle in ("Results", "Weight matching", "Fisher information", "summary.csv", "forgetting.png",
+    for needle in ("Results", "Weight matching", "Fisher information", "summary.csv", "forgetting.png", "quality.png",
                    "lmc.png", ";base64,iVBORw0KGgo"):  # embedded PNG data
         assert needle in dom, needle
     shot = tmp_path / "report.png"

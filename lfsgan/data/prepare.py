@@ -4,7 +4,8 @@ A prepared dataset is a folder with two files:
 
 - ``images.pt`` — :func:`lfsgan.io.save_checkpoint` of ``{"images": uint8 [N, 3, R, R],
   "shots": uint8 [n_shots, 3, R, R]}``: the full set (the reference of FID/KID and LPIPS) and the
-  few-shot training images;
+  few-shot training images, plus ``"labels": int64 [N]`` (the MNIST digit of each image) for the
+  built-in demo domains;
 - ``manifest.json`` — where every image came from (sorted names, sha256 of each source file or,
   for built-ins, of each generated image's bytes, original (w, h)), the crop/colour/resize policy,
   the few shots and how they were chosen, ``images_sha256`` (the key under which metrics cache
@@ -97,8 +98,9 @@ def prepare_dataset(
     is_builtin = isinstance(source, str) and source.startswith(BUILTIN_PREFIX)
     _check_out_dir(out_dir, None if is_builtin else Path(source))
 
+    labels = None
     if is_builtin:
-        images, files, source_info = _render_builtin(source, resolution, resize_filter)
+        images, files, source_info, labels = _render_builtin(source, resolution, resize_filter)
         shots = choose_shots(len(files), n_shots, shot_seed, where=source)
         crop, colour = source_info["canvas"], "RGB rendered by the recipe (source.description)"
     else:
@@ -135,13 +137,19 @@ def prepare_dataset(
         "shots_sha256": images_sha256(shot_images),
         "images_sha256": digest,
         "images_layout": f"{IMAGES_FILE} keys 'images': uint8 [N, 3, R, R] and 'shots': uint8 [n_shots, 3, R, R], RGB",
+        "labels": None if labels is None else {
+            "kind": "digit", "layout": f"{IMAGES_FILE} key 'labels': int64 [N], the MNIST class of each image",
+            "classes": sorted(set(labels.tolist())), "sha256": hashlib.sha256(labels.numpy().tobytes()).hexdigest()},
         "lfsgan_version": lfsgan.__version__,
         "pillow_version": importlib.metadata.version("pillow"),
         "numpy_version": np.__version__,
     }
     meta = {"format": FORMAT, "n_images": len(files), "resolution": resolution, "images_sha256": digest}
     with _atomic_dir(out_dir) as tmp:
-        save_checkpoint(tmp / IMAGES_FILE, {"images": images, "shots": shot_images}, meta)
+        tensors = {"images": images, "shots": shot_images}
+        if labels is not None:
+            tensors["labels"] = labels
+        save_checkpoint(tmp / IMAGES_FILE, tensors, meta)
         write_json(tmp / MANIFEST_FILE, manifest)
     return manifest
 
@@ -179,8 +187,9 @@ def _read_shots(source: Path, n_shots: int, resolution: int, resize_filter: str)
         return _read_files(found, resolution, resize_filter, progress=False)
 
 
-def _render_builtin(source: str, resolution: int, resize_filter: str) -> tuple[torch.Tensor, list[dict], dict]:
-    """A demo domain's images; each "file" is a row of mnist_5k.csv.gz, hashed as generated."""
+def _render_builtin(source: str, resolution: int, resize_filter: str) -> tuple[torch.Tensor, list[dict], dict, torch.Tensor]:
+    """A demo domain's images, its "files" (rows of mnist_5k.csv.gz, hashed as generated) and the
+    digit of each image (int64 [N])."""
     domain = demo_domain(source)
     images = domain.render(resolution, resize_filter)  # [N, 3, R, R]
     digit_of = load_mnist_5k().labels  # cached
@@ -188,7 +197,8 @@ def _render_builtin(source: str, resolution: int, resize_filter: str) -> tuple[t
         {"name": f"row{row:04d}-digit{digit_of[row]}", "sha256": images_sha256(images[i]), "size": [28, 28]}
         for i, row in enumerate(domain.rows())
     ]
-    return images, files, {"kind": "builtin", **domain.recipe()}
+    labels = torch.from_numpy(digit_of[domain.rows()].astype(np.int64))  # [N]
+    return images, files, {"kind": "builtin", **domain.recipe()}, labels
 
 
 def _check_out_dir(out_dir: Path, source: Path | None) -> None:
@@ -226,17 +236,18 @@ def _atomic_dir(out_dir: Path) -> Iterator[Path]:
 
 @dataclass
 class PreparedDataset:
-    """A prepared dataset in memory: ``images`` uint8 ``[N, 3, R, R]`` and its ``manifest``."""
+    """A prepared dataset in memory: ``images`` uint8 ``[N, 3, R, R]``, its ``manifest``, the training
+    shots and, for the built-in demo domains, each image's digit ``labels`` int64 ``[N]`` (else None)."""
 
     path: Path
     images: torch.Tensor
     manifest: dict[str, Any]
+    shot_images: torch.Tensor  # uint8 [n_shots, 3, R, R]
+    labels: torch.Tensor | None = None
 
     @property
     def resolution(self) -> int:
         return int(self.manifest["resolution"])
-
-    shot_images: torch.Tensor
 
     def shots(self) -> torch.Tensor:
         """The few-shot training images, uint8 ``[n_shots, 3, R, R]`` (drawn from the full set or given)."""
@@ -284,4 +295,9 @@ def load_prepared(path: str | os.PathLike, verify: bool = True) -> PreparedDatas
         raise ValueError(f"{images_path}: no uint8 'shots' tensor of {len(manifest['shots'])} images as the manifest says; {redo}")
     if verify and images_sha256(shots) != manifest.get("shots_sha256"):
         raise ValueError(f"{images_path}: the shots do not match the manifest's shots_sha256 (file changed); {redo}")
-    return PreparedDataset(path=path, images=images, manifest=manifest, shot_images=shots)
+    labels = tensors.get("labels")
+    if (labels is None) != (manifest.get("labels") is None):
+        raise ValueError(f"{path}: {MANIFEST_FILE} and {IMAGES_FILE} disagree on whether digit labels exist; {redo}")
+    if labels is not None and (labels.dtype != torch.int64 or tuple(labels.shape) != (n,)):
+        raise ValueError(f"{images_path}: 'labels' must be int64 [{n}], found {labels.dtype} {tuple(labels.shape)}; {redo}")
+    return PreparedDataset(path=path, images=images, manifest=manifest, shot_images=shots, labels=labels)

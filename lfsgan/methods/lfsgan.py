@@ -18,7 +18,8 @@ Per task (``reference/methods.md`` §1.3–§1.6), each task trained independent
   main branch (``conv2(conv1(x))``) before the residual add.
 * **Loss**: non-saturating adversarial loss + ``ms_weight · L_ms`` every step (:mod:`.mode_seeking`),
   on ``ms_factor · B`` fresh latents (``w`` broadcast to all ``G.n_latent`` layers, random noise)
-  clustered by LPIPS-VGG to the step's ``B`` real images.
+  clustered by LPIPS-VGG to the step's ``B`` real images (their LPIPS features are cached per image:
+  a few-shot task's batches keep drawing the same shots).
 
 Seeds (all from ``ctx.seed``): anchors, LeFT init, patch head and the mode-seeking latents each use
 their own ``torch.Generator`` (salts 1–4), so nothing here consumes the global RNG except the noise
@@ -38,7 +39,7 @@ from .adapters import (adapter_parameters, adapter_state, attach_adapters, detac
                        load_adapter_state)
 from .base import Method, TaskContext
 from .left import left_for_layer
-from .mode_seeking import assign_clusters, mode_seeking_loss
+from .mode_seeking import RealFeatureCache, assign_clusters, mode_seeking_loss
 
 SALT_ANCHORS, SALT_LEFT, SALT_HEAD, SALT_MS = 1, 2, 3, 4
 
@@ -83,6 +84,7 @@ class LFSGAN(Method):
         self.lpips_model: nn.Module | None = None  # set by the caller, or built lazily
         self.last_info: dict[str, float] = {}
         self._ms_gen: torch.Generator | None = None
+        self._real_features = RealFeatureCache()  # LPIPS features of the task's few real shots
 
     # --- G with LeFT -----------------------------------------------------------------------------
     def attach_left(self, G: nn.Module, seed: int) -> None:
@@ -175,10 +177,13 @@ class LFSGAN(Method):
         device = real.device
         n = self.options["ms_factor"] * real.shape[0]
         z = torch.randn(n, G.style_dim, generator=self._ms_gen).to(device)  # [N, style_dim]
-        ws = G.make_ws([G.mapping(z)])  # [N, n_latent, style_dim], no mixing
+        w = G.mapping(z)  # [N, style_dim]
+        ws = G.make_ws([w])  # [N, n_latent, style_dim], no mixing
         images, feats = G.synthesis(ws, noise_mode="random", return_features=True)
-        clusters = assign_clusters(images, real, self._lpips(device))  # [N], no gradient
-        loss, self.last_info = mode_seeking_loss(z, ws, feats, images, clusters, real.shape[0], variant)
+        lpips_model = self._lpips(device)
+        clusters = assign_clusters(images, real, lpips_model, self._real_features.features(lpips_model, real))  # [N]
+        # d(w_i, w_j) on w itself: the broadcast ws repeats it n_latent times, the same mean distance
+        loss, self.last_info = mode_seeking_loss(z, w, feats, images, clusters, real.shape[0], variant)
         return {"mode_seeking": self.options["ms_weight"] * loss}
 
     # --- storage ---------------------------------------------------------------------------------

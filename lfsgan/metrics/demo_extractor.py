@@ -4,7 +4,8 @@ FID/KID with torch-fidelity's Inception costs ~0.2 s per image on a 2-core CPU (
 299x299) and needs weights from the network. For the offline demo a small CNN is trained by the
 pipeline as a domain/class classifier on the demo's own data, at the images' native resolution; its
 penultimate activations (128-d, scaled to norm sqrt(128)) replace Inception's pool3 features
-(2048-d). FID computed with a domain classifier is common practice on MNIST-like data, but the
+(2048-d). A second head classifies the digit (the built-in domains are MNIST digits, their labels recorded at
+preparation); :mod:`lfsgan.metrics.quality` reads both heads. FID computed with a domain classifier is common practice on MNIST-like data, but the
 values are **not comparable to published FID**: only to values computed with the same weights file
 (its sha256 is recorded).
 
@@ -32,7 +33,8 @@ LOGITS = "logits"
 
 
 class DemoCNN(nn.Module):
-    """Four 3x3 conv blocks (stride 1, 2, 2, 2) -> global average pool -> FC (penultimate) -> FC (logits).
+    """Four 3x3 conv blocks (stride 1, 2, 2, 2) -> global average pool -> FC (penultimate) -> FC (logits),
+    and with ``n_digits > 0`` a second FC on the same penultimate features: the digit head.
 
     The penultimate features are scaled onto the sphere of radius sqrt(feature_dim): a classifier
     trained to near-zero loss otherwise inflates them without bound, and KID's kernel
@@ -45,8 +47,10 @@ class DemoCNN(nn.Module):
         resolution: tuple[int, int],
         widths: tuple[int, ...] = (16, 32, 64, 128),
         feature_dim: int = 128,
+        n_digits: int = 0,
     ):
         super().__init__()
+        self.n_digits = int(n_digits)
         self.n_classes = int(n_classes)
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.widths = tuple(int(w) for w in widths)
@@ -59,6 +63,7 @@ class DemoCNN(nn.Module):
         self.convs = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in, self.feature_dim)
         self.head = nn.Linear(self.feature_dim, self.n_classes)
+        self.digit_head = nn.Linear(self.feature_dim, self.n_digits) if self.n_digits else None
 
     def arch(self) -> dict:
         """Everything needed to rebuild the module; stored in the checkpoint's meta."""
@@ -67,6 +72,7 @@ class DemoCNN(nn.Module):
             "resolution": list(self.resolution),
             "widths": list(self.widths),
             "feature_dim": self.feature_dim,
+            "n_digits": self.n_digits,
         }
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -94,6 +100,20 @@ class DemoCNN(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)[1]
 
+    def heads(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """uint8 [B, 3, H, W] -> (penultimate [B, feature_dim], domain logits [B, n_classes],
+        digit logits [B, n_digits] or None without a digit head)."""
+        f, logits = self.features(images)
+        return f, logits, None if self.digit_head is None else self.digit_head(f)
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) indices: a seeded permutation of ``0..n-1``, its first ``round(fraction·n)``
+    held out (at least one image when ``fraction > 0``)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = 0 if fraction <= 0 else max(1, round(fraction * n))
+    return perm[k:].sort().values, perm[:k].sort().values
+
 
 def train_demo_extractor(
     images: torch.Tensor,
@@ -105,9 +125,13 @@ def train_demo_extractor(
     batch_size: int = 64,
     lr: float = 1e-3,
     label_names: list[str] | None = None,
+    digits: torch.Tensor | None = None,
+    holdout: float = 0.1,
+    data_identity: list[dict] | None = None,
     progress: bool | None = None,
 ) -> dict:
-    """Train :class:`DemoCNN` as a domain/class classifier (cross-entropy, Adam) and save it.
+    """Train :class:`DemoCNN` as a domain/class classifier (cross-entropy, Adam) and save it; with
+    ``digits``, jointly as a digit classifier too (loss = CE(domain) + CE(digit)).
 
     Args:
         images: uint8 [N, 3, H, W], the demo's images of every domain/class to separate.
@@ -115,6 +139,10 @@ def train_demo_extractor(
         out_path: checkpoint to write (tensors-only, atomic).
         seed: seeds the initialisation and the minibatch draws.
         steps: optimiser steps; 300 steps at 32x32 take well under a minute on 2 CPU cores.
+        digits: int64 [N], each image's digit ``0..9`` (a digit head is trained); None: domain only.
+        holdout: fraction of the images (seeded by ``seed``) never trained on; the accuracy of both
+            heads on them is recorded in the meta (``heldout_accuracy``).
+        data_identity: what the images are (e.g. each prepared set's name and images_sha256), recorded.
         progress: tqdm bar; ``None`` shows it only on a terminal.
 
     Returns:
@@ -132,23 +160,37 @@ def train_demo_extractor(
     if label_names is not None and len(label_names) != n_classes:
         raise ValueError(f"label_names has {len(label_names)} names for {n_classes} classes")
 
+    if digits is not None:
+        digits = torch.as_tensor(digits)
+        if digits.dtype != torch.int64 or digits.shape != labels.shape or int(digits.min()) < 0:
+            raise ValueError(f"digits must be int64 [N={images.shape[0]}] in 0..9, got {digits.dtype} {tuple(digits.shape)}")
+    n_digits = 0 if digits is None else int(digits.max()) + 1
+    train_idx, held_idx = holdout_split(images.shape[0], holdout, seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = DemoCNN(n_classes, tuple(images.shape[-2:]))
+        net = DemoCNN(n_classes, tuple(images.shape[-2:]), n_digits=n_digits)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     quiet = None if progress is None else not progress  # tqdm: None = only on a terminal
     for _ in tqdm(range(steps), desc=f"train {DEMO_EXTRACTOR_NAME}", disable=quiet):
-        idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)  # [B]
-        loss = F.cross_entropy(net(images[idx]), labels[idx])
+        idx = train_idx[torch.randint(0, len(train_idx), (batch_size,), generator=g)]  # [B]
+        _, logits, digit_logits = net.heads(images[idx])
+        loss = F.cross_entropy(logits, labels[idx])
+        if digit_logits is not None:
+            loss = loss + F.cross_entropy(digit_logits, digits[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     net.eval()
 
     with torch.no_grad():
-        pred = torch.cat([net(chunk).argmax(1) for chunk in images.split(256)])  # [N]
+        outs = [net.heads(chunk) for chunk in images.split(256)]
+    pred = torch.cat([o[1].argmax(1) for o in outs])  # [N]
+    digit_pred = torch.cat([o[2].argmax(1) for o in outs]) if digits is not None else None
+
+    def accuracy(p: torch.Tensor | None, y: torch.Tensor | None, idx: torch.Tensor) -> float | None:
+        return None if p is None or len(idx) == 0 else float((p[idx] == y[idx]).float().mean())
     meta = {
         "kind": DEMO_EXTRACTOR_NAME,
         "arch": net.arch(),
@@ -158,9 +200,14 @@ def train_demo_extractor(
         "batch_size": batch_size,
         "lr": lr,
         "n_images": int(images.shape[0]),
+        "training_data": data_identity,
         "class_counts": torch.bincount(labels, minlength=n_classes).tolist(),
         "label_names": label_names,
-        "train_accuracy": float((pred == labels).float().mean()),
+        "train_accuracy": accuracy(pred, labels, train_idx),
+        "heldout": {"fraction": holdout, "n_images": int(len(held_idx)), "rule": "torch.randperm(N, Generator(seed))[:round(fraction*N)]"},
+        "heldout_accuracy": {"domain": accuracy(pred, labels, held_idx), "digit": accuracy(digit_pred, digits, held_idx)},
+        "train_accuracy_digit": accuracy(digit_pred, digits, train_idx),
+        "digit_counts": None if digits is None else torch.bincount(digits, minlength=n_digits).tolist(),
         "final_loss": float(loss.detach()),
     }
     save_checkpoint(out_path, net.state_dict(), meta)
@@ -176,7 +223,7 @@ def load_demo_extractor(path: str | os.PathLike) -> tuple[DemoCNN, dict]:
             "write one with lfsgan.metrics.train_demo_extractor"
         )
     a = meta["arch"]
-    net = DemoCNN(a["n_classes"], tuple(a["resolution"]), tuple(a["widths"]), a["feature_dim"])
+    net = DemoCNN(a["n_classes"], tuple(a["resolution"]), tuple(a["widths"]), a["feature_dim"], a.get("n_digits", 0))
     net.load_state_dict(tensors)
     net.requires_grad_(False)
     net.eval()

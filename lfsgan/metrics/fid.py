@@ -299,7 +299,7 @@ def _extractor_protocol(extractor: str, source: str, identity: dict, hw: tuple[i
         resize = "none (native resolution)" if tuple(hw) == net.resolution else (
             f"bilinear, antialiased, {hw[0]}x{hw[1]} -> {rh}x{rw} (the extractor's training size)"
         )
-        training = ("seed", "steps", "n_images", "class_counts", "label_names", "train_accuracy")
+        training = ("seed", "steps", "n_images", "class_counts", "label_names", "train_accuracy", "heldout_accuracy")
         return {
             "feature_layer": layer or f"{PENULTIMATE} ({net.feature_dim}-d)",
             "resize": resize,

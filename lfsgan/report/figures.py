@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -106,4 +107,28 @@ def plot_r_gamma(table: pd.DataFrame, path: str | Path, title: str = "") -> None
     ax_l.set_title(f"per layer, γ = {g_max:g}", fontsize=9)
     ax_l.set_ylabel("R(γ)")
     ax_l.legend(fontsize=7)
+
+
+def plot_quality(quality: pd.DataFrame, path: str | Path) -> None:
+    """One bar chart per generator and domain read out: the digit histogram of its confident
+    samples (share of confident samples per digit), titled with the confident share, the share in
+    the right domain and, in red, COLLAPSED."""
+    rows = quality[quality["skipped"] == ""] if "skipped" in quality else quality.iloc[0:0]
+    n = max(1, len(rows))
+    cols = min(4, n)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(3.4 * cols, 2.4 * ((n + cols - 1) // cols)),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    if rows.empty:
+        axes[0, 0].text(0.5, 0.5, "no quality read-out\n(see summary.md)", ha="center", va="center")
+    for ax, r in zip(axes.flat, rows.itertuples()):
+        ax.axis("on")
+        hist = np.asarray(json.loads(r.digit_histogram), dtype=float)
+        share = hist / hist.sum() if hist.sum() else hist
+        ax.bar(np.arange(len(hist)), share, color="tab:red" if r.collapsed else "tab:blue")
+        ax.set_xticks(np.arange(len(hist)))
+        ax.set_ylim(0, 1)
+        title = f"{r.generator}\n{r.domain}: conf {r.confident_share:.0%}, domain {r.domain_share:.0%}"
+        ax.set_title(title + ("\nCOLLAPSED" if r.collapsed else ""), fontsize=8, color="tab:red" if r.collapsed else "black")
     _save(fig, path)

@@ -111,3 +111,59 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     sep = "| " + " | ".join("---" for _ in df.columns) + " |"
     body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, sep, *body]) + "\n"
+
+
+#: columns of the quality read-out table (lfsgan.metrics.quality), after the generator's identity
+#: below this share of confident samples the report says a generator makes nothing recognisable
+UNRECOGNISED_SHARE = 0.1
+QUALITY_COLUMNS = ["confident_share", "domain_share", "top_digit", "top_digit_share", "spread_ratio", "collapsed"]
+
+
+def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] = ()) -> pd.DataFrame:
+    """One row per generator read out: every source seed (``lfsgan quality`` JSONs) and every
+    (method, after task t, task s) (the ``quality`` block of ``lfsgan evaluate`` JSONs).
+
+    Columns: ``generator, domain, confident_share, domain_share, top_digit, top_digit_share,
+    spread_ratio, collapsed, digit_histogram, collapse_reasons, skipped`` (the reason when the
+    read-out did not run, else empty).
+    """
+    rows = []
+    for p in sources:
+        rec = json.loads(Path(p).read_text())
+        rows.append({"generator": f"source {rec['source']}", "after_index": -1, "task_index": -1,
+                     "domain": rec["domain"], **_quality_fields(rec["quality"])})
+    for p in metrics:
+        rec = json.loads(Path(p).read_text())
+        q = rec.get("quality", {"skipped": "metrics file written before the quality read-out existed"})
+        rows.append({"generator": f"{rec['method']} after {rec['after_task']}", "after_index": rec["after_index"],
+                     "task_index": rec["task_index"], "domain": rec["task"], **_quality_fields(q)})
+    if not rows:
+        return pd.DataFrame(columns=["generator", "domain", *QUALITY_COLUMNS, "digit_histogram", "collapse_reasons", "skipped"])
+    df = pd.DataFrame(rows).sort_values(["after_index", "generator", "task_index"], kind="stable")
+    return df.drop(columns=["after_index", "task_index"]).reset_index(drop=True)
+
+
+def _quality_fields(q: dict) -> dict:
+    if "skipped" in q:
+        return {**{c: None for c in QUALITY_COLUMNS}, "digit_histogram": None, "collapse_reasons": "", "skipped": q["skipped"]}
+    return {**{c: q[c] for c in QUALITY_COLUMNS}, "digit_histogram": json.dumps(q["digit_histogram"]),
+            "collapse_reasons": "; ".join(q["collapse_reasons"]), "skipped": ""}
+
+
+def collapse_statement(quality: pd.DataFrame) -> str:
+    """The report's plain sentence: which generators collapsed (or none, or why nothing was read)."""
+    if quality.empty or quality["skipped"].astype(bool).all():
+        why = quality["skipped"].iloc[0] if not quality.empty else "no generator was read out"
+        return f"No quality read-out: {why}.\n"
+    bad = quality[quality["collapsed"] == True]  # noqa: E712 (None for skipped rows)
+    if bad.empty:
+        lines = [f"No generator met the collapse criterion ({len(quality)} read out)."]
+    else:
+        lines = [f"**{len(bad)} of {len(quality)} generators have collapsed:**\n"]
+        lines += [f"- {r.generator}, {r.domain}: {r.collapse_reasons}" for r in bad.itertuples()]
+    vague = quality[quality["confident_share"].astype(float) < UNRECOGNISED_SHARE]
+    if not vague.empty:  # not a collapse, but nothing a reader would call a digit either
+        names = ", ".join(f"{r.generator} ({r.domain})" for r in vague.itertuples())
+        lines.append(f"\n**{len(vague)} of {len(quality)} generators make almost nothing the digit head recognises** "
+                     f"(< {UNRECOGNISED_SHARE:.0%} confident samples): {names}.")
+    return "\n".join(lines) + "\n"

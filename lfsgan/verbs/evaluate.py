@@ -25,6 +25,34 @@ def fid_settings(cfg: dict, extractor_path: str | None) -> dict:
     return {"extractor": fid["extractor"], "weights_path": weights, "batch_size": cfg["evaluation"]["batch_size"]}
 
 
+def quality_block(cfg: dict, extractor_path: str | None, fake, dataset, domain: str) -> dict:
+    """The quality read-out (:mod:`lfsgan.metrics.quality`) of ``fake`` as domain ``domain``, or
+    ``{"skipped": why}`` when the FID extractor is not the demo CNN or has no digit head."""
+    from lfsgan.metrics.demo_extractor import load_demo_extractor
+    from lfsgan.metrics.quality import quality_readout
+    from lfsgan.metrics.weights import file_identity
+
+    if cfg["evaluation"]["fid"]["extractor"] != "lfsgan-demo-cnn" or not extractor_path:
+        return {"skipped": "the quality read-out needs the demo CNN's digit head; evaluation.fid.extractor is "
+                           f"{cfg['evaluation']['fid']['extractor']!r}"}
+    net, meta = load_demo_extractor(extractor_path)
+    if not net.n_digits:
+        return {"skipped": "the demo CNN has no digit head: its training data recorded no digit labels (not built-in domains)"}
+    names = meta.get("label_names") or []
+    if domain not in names:
+        return {"skipped": f"domain '{domain}' is not one of the extractor's domains {names}"}
+    q = cfg["evaluation"]["quality"]
+    block = quality_readout(net, fake, dataset.images, names.index(domain), threshold=q["threshold"],
+                            max_class_share=q["max_class_share"], min_confident=q["min_confident"],
+                            min_spread_ratio=q["min_spread_ratio"], n_real=q["n_real"], seed=cfg["evaluation"]["seed"],
+                            batch_size=cfg["evaluation"]["batch_size"])
+    block["protocol"]["extractor"] = {
+        **file_identity(extractor_path),
+        **{k: meta.get(k) for k in ("training_data", "label_names", "heldout", "heldout_accuracy", "digit_counts", "seed", "steps")},
+    }
+    return block
+
+
 def run(cfg: dict, samples: str, data: str, cache: str, out: str, extractor: str | None = None) -> None:
     device = setup_torch(cfg)
     fake_t, meta = load_checkpoint(Path(samples) / "samples.pt")
@@ -72,9 +100,13 @@ def run(cfg: dict, samples: str, data: str, cache: str, out: str, extractor: str
         "b_lpips": div["b_lpips"],
         "entropy": div["entropy"],
         "cluster_sizes": div["cluster_sizes"],
+        "quality": quality_block(cfg, extractor, fake, dataset, Path(data).name),
         "protocol": {"fid_kid": fid["protocol"], "lpips": div["protocol"], "samples": {k: meta[k] for k in ("n_samples", "seed", "truncation", "latents")}},
     }
     write_json(out, record)
     log.info("%s after %s, task %s: FID %.3f KID %.4f intra-LPIPS %.4f B-LPIPS %.4f",
              record["method"], record["after_task"], record["task"], record["fid"], record["kid_mean"],
              record["intra_lpips"], record["b_lpips"])
+    if record["quality"].get("collapsed"):
+        log.warning("%s after %s, task %s: COLLAPSED — %s", record["method"], record["after_task"], record["task"],
+                    "; ".join(record["quality"]["collapse_reasons"]))

@@ -21,7 +21,8 @@ from lfsgan.report import (
     to_markdown,
 )
 from lfsgan.report.claims import claims_table
-from lfsgan.report.tables import METRICS, replicated_table
+from lfsgan.report.figures import plot_quality
+from lfsgan.report.tables import METRICS, collapse_statement, quality_table, replicated_table
 
 log = logging.getLogger("lfsgan")
 
@@ -50,6 +51,7 @@ def run(
     match: list[str] = (),
     merge: list[str] = (),
     fisher: str | None = None,
+    quality: list[str] = (),
 ) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,11 @@ def run(
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
     sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
 
+    qual = quality_table(metrics, quality)
+    with atomic_path(out / "quality.csv") as tmp:
+        qual.to_csv(tmp, index=False)
+    plot_quality(qual, out / "quality.png")
+
     claims = claims_table(df, cfg["methods"])
     replicated = replicated_table(summary, avg)
     with atomic_path(out / "claims.csv") as tmp:
@@ -97,6 +104,8 @@ def run(
           "inconclusive when n < 2 or the intervals overlap).\n\n", to_markdown(claims)]
     md += ["\n## Results after the last task (mean ± 95 % CI over replicates)\n", to_markdown(replicated)]
     md += ["\n## Results after the last task, per run\n", to_markdown(_headline_columns(summary))]
+    md += ["\n## Quality read-out (demo CNN: digit and domain heads)\n", collapse_statement(qual), "\n",
+           _quality_protocol(metrics, quality), "\n", to_markdown(qual.drop(columns=["skipped"]) if not qual["skipped"].astype(bool).any() else qual)]
     md += ["\n## Parameters added per task\n", to_markdown(_params_table(params))]
     md += ["\n## Average forgetting\n", "mean over s < T of metric(s after T) − metric(s after s), sign-flipped for LPIPS "
            "(higher is better): positive = old tasks got worse.\n\n", to_markdown(avg)]
@@ -114,6 +123,21 @@ def run(
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text("\n".join(md))
     log.info("report written to %s", out)
+
+
+def _quality_protocol(metrics: list[str], sources: list[str]) -> str:
+    """The read-out's protocol, from the first file that ran it (the same for every generator)."""
+    for p in [*sources, *metrics]:
+        q = json.loads(Path(p).read_text()).get("quality", {})
+        if "protocol" in q and "skipped" not in q:
+            pr, ex = q["protocol"], q["protocol"].get("extractor", {})
+            data = ", ".join(f"{d['name']} (images sha256 {d['images_sha256'][:12]}…)" for d in ex.get("training_data") or [])
+            return (f"Protocol: {pr['n_samples']} samples per generator (seed {pr['seed']}); confident = {pr['confident']} "
+                    f"(threshold {pr['threshold']}); {pr['collapse_criterion']}. Extractor {ex.get('path')} "
+                    f"(sha256 {str(ex.get('sha256'))[:12]}…), trained on {data}; held-out accuracy "
+                    f"{ex.get('heldout_accuracy')} on {(ex.get('heldout') or {}).get('n_images')} images never trained on. "
+                    "Digit histogram: confident samples per digit 0–9.\n")
+    return ""
 
 
 def _totals(params: dict[tuple[str, str], int]) -> dict[str, int]:

@@ -91,6 +91,8 @@ def report_targets():
         "results/report/forgetting.png",
         "results/report/metrics_along_tasks.png",
         "results/report/samples.png",
+        "results/report/quality.csv",
+        "results/report/quality.png",
     ]
 
 
@@ -124,6 +126,7 @@ def _report_inputs(wc=None):
         "match": [f"results/permutation/{a}_{b}/match.json" for a, b in PAIRS],
         "merge": [f"results/merge/{s}/merge.json" for s in MERGE_SETS],
         "fisher": "results/fisher/layers.csv",
+        "quality": [f"results/quality/source/seed{s}.json" for s in SEEDS] if DEMO_EXTRACTOR else [],
     }
 
 

@@ -59,7 +59,7 @@ rule evaluate:
         "results/eval/{method}/after_{after}/{task}.json",
     params:
         protocol=lambda wc: json.dumps(
-            {k: v for k, v in config["evaluation"].items() if k in ("fid", "lpips", "batch_size")},
+            {k: v for k, v in config["evaluation"].items() if k in ("fid", "lpips", "batch_size", "quality")},
             sort_keys=True,
         ),
         samples_dir=lambda wc, input: Path(input.samples).parent,
@@ -76,3 +76,31 @@ rule evaluate:
     shell:
         "lfsgan evaluate --config {CONFIG_FILE} --samples {params.samples_dir} --data {params.data_dir} {params.extractor}"
         " --cache results/eval/.cache --out {output} > {log} 2>&1"
+
+
+if DEMO_EXTRACTOR:
+
+    rule quality_source:
+        input:
+            source=source_checkpoint("{seed}"),
+            data=f"results/data/{config['source']['domain']}/images.pt",
+            extractor=EXTRACTOR,
+        output:
+            "results/quality/source/seed{seed}.json",
+        params:
+            protocol=lambda wc: json.dumps(
+                {k: v for k, v in config["evaluation"].items() if k in ("quality", "n_samples", "seed", "truncation", "batch_size")},
+                sort_keys=True,
+            ),
+            data_dir=lambda wc, input: Path(input.data).parent,
+        log:
+            "logs/quality_source/seed{seed}.log",
+        benchmark:
+            "benchmarks/quality_source/seed{seed}.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["runtime"],
+            gpu=GPU,
+        shell:
+            "lfsgan quality --config {CONFIG_FILE} --source {input.source} --data {params.data_dir}"
+            " --extractor {input.extractor} --out {output} > {log} 2>&1"

@@ -15,11 +15,14 @@ rule report:
             "results/report/metrics_along_tasks.png", caption="../report/along.rst", category="Results"
         ),
         samples=report("results/report/samples.png", caption="../report/samples.rst", category="Samples"),
+        quality=report("results/report/quality.csv", caption="../report/quality.rst", category="Results"),
+        quality_plot=report("results/report/quality.png", caption="../report/quality.rst", category="Results"),
     params:
         out=lambda wc, output: Path(output.summary).parent,
         lmc=lambda wc, input: f"--lmc {' '.join(input.lmc)}" if input.lmc else "",
         match=lambda wc, input: f"--match {' '.join(input.match)}" if input.match else "",
         merge=lambda wc, input: f"--merge {' '.join(input.merge)}" if input.merge else "",
+        quality=lambda wc, input: f"--quality {' '.join(input.quality)}" if input.quality else "",
     log:
         "logs/report/report.log",
     benchmark:
@@ -29,4 +32,4 @@ rule report:
         runtime=RES["runtime"],
     shell:
         "lfsgan report --config {CONFIG_FILE} --metrics {input.metrics} --tasks {input.tasks} --grids {input.grids}"
-        " {params.lmc} {params.match} {params.merge} --fisher {input.fisher} --out {params.out} > {log} 2>&1"
+        " {params.lmc} {params.match} {params.merge} {params.quality} --fisher {input.fisher} --out {params.out} > {log} 2>&1"
