@@ -1,6 +1,6 @@
 """Diagonal empirical Fisher information of the generator at the source (Li et al. 2020, EWC few-shot GAN).
 
-``reference/methods.md`` §2.1/§2.4: with the pretrained source ``G_S``, ``D_S``::
+``docs/methods.md`` §2.1/§2.4: with the pretrained source ``G_S``, ``D_S``::
 
     F_i = E_z [ (∂/∂θ_i log σ(D_S(G_S(z))))² ] = E_z [ (∂/∂θ_i softplus(−D_S(G_S(z))))² ]
 

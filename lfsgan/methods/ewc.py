@@ -1,4 +1,4 @@
-"""EWC for few-shot GAN adaptation (Li, Zhang, Lu, Shechtman, NeurIPS 2020; ``reference/methods.md`` §2).
+"""EWC for few-shot GAN adaptation (Li, Zhang, Lu, Shechtman, NeurIPS 2020; ``docs/methods.md`` §2).
 
 Fine-tuning (all of G and D train, the whole G is stored, task t starts from task t−1's G) with a
 quadratic pull of every generator parameter towards the *source*, weighted by its diagonal Fisher
@@ -6,7 +6,7 @@ information at the source (:func:`lfsgan.fisher.fisher_diagonal`, computed once,
 
     L_G = L_adv(θ) + λ Σ_i F_i (θ_i − θ_S,i)²          (sum over every scalar of every G parameter)
 
-``λ`` (option ``lambda``) defaults to 5·10⁸, the value recalled from the paper (methods.md §2.2,
+``λ`` (option ``lambda``) defaults to 5·10⁸, the value recalled from the paper (docs/methods.md §2.2,
 tagged [R]: verify it; with sum reduction the useful range depends on how F was estimated, sweep
 1e6–1e10). The Fisher tensors come in through ``ctx.extras["fisher"]`` (``{param name: tensor}``).
 """

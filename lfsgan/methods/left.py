@@ -1,4 +1,4 @@
-"""LeFT — Learnable Factorized Tensor modulators (Seo et al., ICCV 2023; ``reference/methods.md`` §1.3).
+"""LeFT — Learnable Factorized Tensor modulators (Seo et al., ICCV 2023; ``docs/methods.md`` §1.3).
 
 A LeFT module is a weight *adapter*: it never changes the frozen source weight ``W``; every forward
 rebuilds a task weight ``Ŵ = f(W; θ_task)`` from a few small factors, and the layer then runs as
@@ -78,7 +78,7 @@ def _pow2_near(x: float) -> float:
 
 
 class LeFTFC(nn.Module):
-    """LeFT modulator of an FC layer ``W [d_out, d_in]``, ``b [d_out]`` (methods.md §1.3a)."""
+    """LeFT modulator of an FC layer ``W [d_out, d_in]``, ``b [d_out]`` (docs/methods.md §1.3a)."""
 
     def __init__(self, d_out: int, d_in: int, rank: int = 1, use_add: bool = True, init: str = "trainable",
                  noise: float = 0.05, generator: torch.Generator | None = None):
@@ -116,7 +116,7 @@ class LeFTFC(nn.Module):
 
 
 class LeFTConv(nn.Module):
-    """LeFT modulator of a conv weight ``W [1, C_out, C_in, k, k]`` (methods.md §1.3b)."""
+    """LeFT modulator of a conv weight ``W [1, C_out, C_in, k, k]`` (docs/methods.md §1.3b)."""
 
     def __init__(self, c_out: int, c_in: int, kernel_size: int, rank: int = 1, use_add: bool = True,
                  use_act: bool = True, init: str = "trainable", noise: float = 0.05,

@@ -1,6 +1,6 @@
 """LFS-GAN (Seo, Kang, Park, ICCV 2023): LeFT modulators + cluster-wise mode-seeking loss, CDC-style D.
 
-Per task (``reference/methods.md`` §1.3–§1.6), each task trained independently from the source
+Per task (``docs/methods.md`` §1.3–§1.6), each task trained independently from the source
 (issue KU-VGI/LFS-GAN#1, so "after task T, task s" = source + task s's LeFT tensors):
 
 * **G**: the source generator, frozen; a LeFT modulator (:mod:`.left`) on every ``EqualLinear``

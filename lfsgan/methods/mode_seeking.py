@@ -1,4 +1,4 @@
-"""Cluster-wise mode-seeking loss of LFS-GAN (``reference/methods.md`` §1.6).
+"""Cluster-wise mode-seeking loss of LFS-GAN (``docs/methods.md`` §1.6).
 
 MSGAN's mode-seeking term (Mao et al. 2019: image distance over latent distance, inverted) taken at
 three levels — mapping (w over z), every intermediate StyledConv feature and the image (over w) —
@@ -229,7 +229,7 @@ def mode_seeking_loss(
     n_clusters: int,
     variant: str = "intended",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``L_ms = 1 / (S/C + 1e-5)`` (methods.md §1.6); returns ``(loss, info)``.
+    """``L_ms = 1 / (S/C + 1e-5)`` (docs/methods.md §1.6); returns ``(loss, info)``.
 
     With no cluster of ≥ 2 members (C = 0) the loss is a constant 0 (no gradient); with N > number
     of real images some cluster always has ≥ 2 members.

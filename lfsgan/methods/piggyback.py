@@ -1,4 +1,4 @@
-"""Piggyback GAN (Zhai et al., ECCV 2020) ported to unconditional StyleGAN2 (``reference/methods.md`` §3).
+"""Piggyback GAN (Zhai et al., ECCV 2020) ported to unconditional StyleGAN2 (``docs/methods.md`` §3).
 
 For every modulated conv (and, with ``fc: true``, every ``EqualLinear`` of G, whose rows are 1×1
 "filters"), a layer with ``n`` output filters of shape ``f`` (``C_in×k×k`` or ``d_in``) gets, for the

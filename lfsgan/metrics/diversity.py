@@ -1,6 +1,6 @@
 """Intra-cluster LPIPS and B-LPIPS (LFS-GAN's ``evaluate_b_lpips.py``), with seeded sampling.
 
-Given N generated images x_n and the K training images y_k as centres (methods.md §1.9):
+Given N generated images x_n and the K training images y_k as centres (docs/methods.md §1.9):
 
 - assignment  ``c(n) = argmin_k LPIPS(x_n, y_k)``, clusters ``S_k = {n : c(n) = k}``;
 - ``p_k = |S_k| / N + 1e-5``,  ``H_k = -p_k log10 p_k``;

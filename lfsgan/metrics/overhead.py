@@ -1,4 +1,4 @@
-"""Parameter overhead: how many numbers a method stores per task (DESIGN.md's "costs the fewest extra parameters")."""
+"""Parameter overhead: how many numbers a method stores per task (the question lfsgan answers: which method "costs the fewest extra parameters"; docs/design.md)."""
 
 from __future__ import annotations
 

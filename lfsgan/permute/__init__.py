@@ -1,5 +1,5 @@
 """Permutation weight matching (Git Re-Basin) for the StyleGAN2 G and D, linear mode
-connectivity, and the singular-vector diagnostics of Ito et al. (``reference/permutation.md``).
+connectivity, and the singular-vector diagnostics of Ito et al. (``docs/permutation.md``).
 
 * :mod:`.spec` — :class:`TensorSpec` / :class:`PermutationSpec`: every state_dict key, its
   permuted axes, equalised-lr gain, partial and reshaped axes.

@@ -3,7 +3,7 @@
 Weight matching (Ainsworth et al. 2023, "Git Re-Basin", §3.2) works on a flat dict of named
 tensors and a map ``tensor -> (perm name or None per axis)``; its inverse ``perm -> [(tensor,
 axis)]`` lists the tensors that enter each permutation's cost matrix (§1.2 of
-``reference/permutation.md``). This module holds the architecture-free part: the per-tensor record
+``docs/permutation.md``). This module holds the architecture-free part: the per-tensor record
 and the checks. The StyleGAN2 builders live in :mod:`lfsgan.permute.stylegan2`.
 
 Conventions

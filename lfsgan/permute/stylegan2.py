@@ -1,6 +1,6 @@
 """Permutation specs for StyleGAN2 G and D with rosinality's ``stylegan2-pytorch`` key layout.
 
-See ``reference/permutation.md`` §2.3–2.4. The builders read the key structure (number of
+See ``docs/permutation.md`` §2.3–2.4. The builders read the key structure (number of
 mapping layers, resolutions, D blocks) and the shapes from a ``state_dict`` (or a module, or
 meta tensors), build one :class:`TensorSpec` per expected key, and refuse a state whose keys
 differ from the expected set in either direction.

@@ -1,7 +1,7 @@
 """Training hyperparameters: one dataclass for source pretraining and for every task.
 
 Defaults are rosinality's ``stylegan2-pytorch`` / LFS-GAN ``train.py`` values (see
-``reference/methods.md`` §1.7); the workflow config (``source.train``, ``task_train``, a method's
+``docs/methods.md`` §1.7); the workflow config (``source.train``, ``task_train``, a method's
 ``train``) overrides them key by key through :meth:`TrainConfig.from_dict`.
 """
 

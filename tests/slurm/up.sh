@@ -12,7 +12,7 @@
 # Written and removed again by tests/slurm/down.sh:
 #   /etc/slurm/slurm.conf, /etc/slurm/gres.conf. The compiled-in path is required: the
 #   snakemake slurm-jobstep drops SLURM_CONF inside jobs, so a config elsewhere breaks the
-#   `srun` that every job runs (reference/workflow.md, pitfall P2).
+#   `srun` that every job runs (slurm-jobstep drops SLURM_CONF from the environment of that srun, so only the default path works).
 #
 # Design choices, each needed on a machine without systemd/cgroups/slurmdbd:
 #   - no accounting daemon: AccountingStorageType=accounting_storage/none (so `sacct` does not
