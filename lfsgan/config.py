@@ -110,6 +110,7 @@ def _check_references(cfg: dict, source: str) -> None:
                 raise ConfigError(f"{source}: key 'permutation.pairs.{i}': seed {s} is not in source.seeds {seeds}")
         if a == b:
             raise ConfigError(f"{source}: key 'permutation.pairs.{i}': a pair needs two different seeds")
+    _check_shipped_sources(cfg["source"], source)
     for name, spec in domains.items():
         if "builtin" in spec:
             from lfsgan.data import DEMO_DOMAINS  # local import: keeps `import lfsgan.config` light
@@ -119,6 +120,19 @@ def _check_references(cfg: dict, source: str) -> None:
                     f"{source}: key 'data.domains.{name}.builtin': unknown demo domain '{spec['builtin']}' "
                     f"(available: {', '.join(sorted(DEMO_DOMAINS))})"
                 )
+
+
+def _check_shipped_sources(src: dict, source: str) -> None:
+    """``source.checkpoints`` lists exactly the seeds of ``source.seeds``, and excludes ``import_checkpoint``."""
+    shipped = [e["seed"] for e in src["checkpoints"]]
+    if not shipped:
+        return
+    if src["import_checkpoint"]:
+        raise ConfigError(f"{source}: keys 'source.checkpoints' and 'source.import_checkpoint' are both set; keep one")
+    if sorted(shipped) != sorted(set(src["seeds"])) or len(shipped) != len(set(shipped)):
+        raise ConfigError(
+            f"{source}: key 'source.checkpoints': lists seeds {shipped}, expected one entry for each of source.seeds {src['seeds']}"
+        )
 
 
 def load_config(path: str | Path) -> dict:

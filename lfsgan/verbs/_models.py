@@ -12,6 +12,8 @@ from lfsgan.io import load_checkpoint
 from lfsgan.methods import make_method
 from lfsgan.methods.base import Method
 from lfsgan.train import build_models
+from lfsgan.train.checkpoint import save_final
+from lfsgan.train.logs import save_grid
 
 
 def model_config(cfg: dict) -> dict[str, Any]:
@@ -27,6 +29,32 @@ def load_source(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, to
     if g is None or "d" not in tensors:
         raise ValueError(f"{path}: not a source checkpoint (needs 'g' or 'g_ema', and 'd'); run `lfsgan pretrain` or `lfsgan import-source`")
     return g, tensors["d"], meta
+
+
+def write_source(cfg: dict, states: dict[str, dict[str, torch.Tensor]], out: str | Path, meta: dict, origin: str) -> None:
+    """Load ``states`` (``g_ema`` and ``d``, optionally ``g``; ``g`` defaults to ``g_ema``) into the config's
+    model with ``strict=True`` and write the source run folder ``out``: ``final.pt`` and ``samples.png``
+    (16 fixed latents, constant noise). ``origin`` names the file the states came from in errors."""
+    mcfg = model_config(cfg)
+    G, D = build_models(mcfg)
+    G_ema, _ = build_models(mcfg)
+    for name, module in (("g_ema", G_ema), ("g", G), ("d", D)):
+        if name not in states:
+            continue
+        try:
+            module.load_state_dict(states[name], strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"{origin}: '{name}' does not fit the config's model {mcfg} ({str(e).splitlines()[0]}); "
+                "set data.resolution and the model keys to the checkpoint's architecture"
+            ) from e
+    if "g" not in states:
+        G.load_state_dict(G_ema.state_dict())
+    out = Path(out)
+    save_final(out / "final.pt", G, D, G_ema, {**meta, "model": mcfg})
+    with torch.no_grad():
+        z = torch.randn(16, G_ema.style_dim, generator=torch.Generator().manual_seed(0))
+        save_grid(G_ema.eval()(z, noise_mode="const"), out / "samples.png")
 
 
 def method_for(cfg: dict, name: str) -> Method:
