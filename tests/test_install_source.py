@@ -138,3 +138,18 @@ def test_workflow_installs_shipped_sources_instead_of_pretraining(fresh_project,
         _, meta = load_checkpoint(fresh_project.root / target)
         assert meta["workflow"]["seed"] == seed and meta["workflow"]["installed_from"] == f"data/sources/seed{seed}.pt"
         assert (fresh_project.root / "logs" / "install_source" / f"seed{seed}.log").is_file()
+
+
+def test_source_demo_overlay_pretrains_longer_on_the_demo_model():
+    """config/source-demo.yaml merged over config/config.yaml (Snakemake's --configfile rule: nested
+    dicts update key by key) validates, pretrains every seed, and only changes source.train."""
+    from snakemake.common.configfile import load_configfile
+    from snakemake.utils import update_config
+
+    demo = load_configfile(str(ROOT / "config" / "config.yaml"))
+    merged = load_configfile(str(ROOT / "config" / "config.yaml"))
+    update_config(merged, load_configfile(str(ROOT / "config" / "source-demo.yaml")))
+    cfg = validate_config(merged)
+    assert cfg["source"]["checkpoints"] == [] and cfg["source"]["import_checkpoint"] is None
+    assert cfg["source"]["train"]["iterations"] > demo["source"]["train"]["iterations"]
+    assert {k: v for k, v in merged.items() if k != "source"} == {k: v for k, v in demo.items() if k != "source"}
