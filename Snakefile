@@ -1,6 +1,6 @@
 # lfsgan — lifelong few-shot image generation as a Snakemake DAG.
 #
-#   prepare_data[domain] -> pretrain_source[seed] (or import_source) -> fisher
+#   prepare_data[domain] -> pretrain_source[seed] (or install_source, import_source) -> fisher
 #     -> train_task[method, task] (chained per method) -> sample[method, after, task]
 #     -> evaluate -> report;   pretrain_source[A], [B] -> match_permutation -> lmc_curve -> report;
 #     pretrain_source[seeds...] -> (ste_search) -> merge_sources -> report

@@ -49,6 +49,13 @@ def _(p):
     p.add_argument("--out", required=True, help="run folder (final.pt, samples.png)")
 
 
+@verb("install-source", "install_source", "install a shipped pretrained source (source.checkpoints) for one seed")
+def _(p):
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--checkpoint", required=True, help="the shipped final.pt listed for --seed in source.checkpoints")
+    p.add_argument("--out", required=True, help="run folder (final.pt, samples.png)")
+
+
 @verb("train-extractor", "train_extractor", "train the offline demo feature extractor (non-standard FID)")
 def _(p):
     p.add_argument("--data", required=True, nargs="+", help="prepared domain folders (one class each)")

@@ -113,6 +113,7 @@ def _check_references(cfg: dict, source: str) -> None:
     for i, s in enumerate(cfg["permutation"]["seeds"]):
         if s not in seeds:
             raise ConfigError(f"{source}: key 'permutation.seeds.{i}': seed {s} is not in source.seeds {seeds}; add it there (it is pretrained) or remove it")
+    _check_shipped_sources(cfg["source"], source)
     for name, spec in domains.items():
         if ("builtin" in spec) == ("path" in spec):
             raise ConfigError(
@@ -129,6 +130,19 @@ def _check_references(cfg: dict, source: str) -> None:
                     f"{source}: key 'data.domains.{name}.builtin': unknown demo domain '{spec['builtin']}' "
                     f"(available: {', '.join(sorted(DEMO_DOMAINS))})"
                 )
+
+
+def _check_shipped_sources(src: dict, source: str) -> None:
+    """``source.checkpoints`` lists exactly the seeds of ``source.seeds``, and excludes ``import_checkpoint``."""
+    shipped = [e["seed"] for e in src["checkpoints"]]
+    if not shipped:
+        return
+    if src["import_checkpoint"]:
+        raise ConfigError(f"{source}: keys 'source.checkpoints' and 'source.import_checkpoint' are both set; keep one")
+    if sorted(shipped) != sorted(set(src["seeds"])) or len(shipped) != len(set(shipped)):
+        raise ConfigError(
+            f"{source}: key 'source.checkpoints': lists seeds {shipped}, expected one entry for each of source.seeds {src['seeds']}"
+        )
 
 
 def load_config(path: str | Path) -> dict:

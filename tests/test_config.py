@@ -154,5 +154,5 @@ def test_snakemake_rejects_a_misspelt_method_option(tmp_path):
 
 def test_cli_lists_verbs():
     r = subprocess.run([sys.executable, "-m", "lfsgan.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
-    for verb in ("prepare", "pretrain", "import-source", "fisher", "train-task", "sample", "evaluate", "match", "lmc", "report"):
+    for verb in ("prepare", "pretrain", "import-source", "install-source", "fisher", "train-task", "sample", "evaluate", "match", "lmc", "report"):
         assert verb in r.stdout

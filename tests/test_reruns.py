@@ -14,7 +14,7 @@ import yaml
 
 pytestmark = pytest.mark.integration
 
-TRAINING_RULES = {"prepare_data", "pretrain_source", "import_source", "fisher", "train_task", "train_extractor"}
+TRAINING_RULES = {"prepare_data", "pretrain_source", "install_source", "import_source", "fisher", "train_task", "train_extractor"}
 
 
 @pytest.fixture(scope="module")

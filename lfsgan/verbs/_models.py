@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from lfsgan.io import load_checkpoint, state_mismatch
+from lfsgan.train.checkpoint import build_models, save_final
+from lfsgan.train.logs import save_grid
 
 
 def model_config(cfg: dict) -> dict[str, Any]:
@@ -33,8 +35,6 @@ def load_source(
     if g is None or "d" not in tensors:
         raise ValueError(f"{path}: not a source checkpoint (needs 'g' or 'g_ema', and 'd'); run `lfsgan pretrain` or `lfsgan import-source`")
     if model_cfg is not None:
-        from lfsgan.train import build_models
-
         G, D = build_models(model_cfg)
         for name, module, state in (("g", G, g), ("d", D, tensors["d"])):
             mismatch = state_mismatch(module.state_dict(), state)
@@ -44,3 +44,31 @@ def load_source(
                     "and the model keys to the source's architecture, or rerun the source stage"
                 )
     return g, tensors["d"], meta
+
+
+def write_source(cfg: dict, states: dict[str, dict[str, torch.Tensor]], out: str | Path, meta: dict, origin: str) -> None:
+    """Load ``states`` (``g_ema`` and ``d``, optionally ``g``; ``g`` defaults to ``g_ema``) into the config's
+    model with ``strict=True`` and write the source run folder ``out``: ``final.pt`` and ``samples.png``
+    (16 fixed latents, constant noise). ``origin`` names the file the states came from in errors."""
+    mcfg = model_config(cfg)
+    G, D = build_models(mcfg)
+    G_ema, _ = build_models(mcfg)
+    for name, module in (("g_ema", G_ema), ("g", G), ("d", D)):
+        if name not in states:
+            continue
+        state = states[name]
+        mismatch = state_mismatch(module.state_dict(), state) if isinstance(state, dict) else "not a state dict"
+        if mismatch:
+            raise ValueError(
+                f"{origin}: '{name}' does not fit the config's model {mcfg} ({mismatch}); "
+                "set data.resolution and the model keys to the checkpoint's architecture"
+            )
+        module.load_state_dict(state, strict=True)
+    if "g" not in states:
+        G.load_state_dict(G_ema.state_dict())
+    out = Path(out)
+    save_final(out / "final.pt", G, D, G_ema, {**meta, "model": mcfg})
+    with torch.no_grad():
+        z = torch.randn(16, G_ema.style_dim, generator=torch.Generator().manual_seed(0))
+        save_grid(G_ema.eval()(z, noise_mode="const"), out / "samples.png")
+

@@ -10,14 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
-from lfsgan.io import load_foreign_checkpoint, state_mismatch
-from lfsgan.train import build_models
-from lfsgan.train.checkpoint import save_final
-from lfsgan.train.logs import save_grid
+from lfsgan.io import load_foreign_checkpoint
 from lfsgan.verbs._common import versions
-from lfsgan.verbs._models import model_config
+from lfsgan.verbs._models import write_source
 
 log = logging.getLogger("lfsgan")
 
@@ -29,33 +24,10 @@ def run(cfg: dict, checkpoint: str, out: str) -> None:
     missing = [k for k in ("g_ema", "d") if k not in payload]
     if missing:
         raise ValueError(f"{checkpoint}: no {' or '.join(missing)} state dict (keys: {', '.join(sorted(payload))}); not a rosinality StyleGAN2 checkpoint")
-    mcfg = model_config(cfg)
-    G, D = build_models(mcfg)
-    G_ema, _ = build_models(mcfg)
-    for name, module in (("g_ema", G_ema), ("g", G), ("d", D)):
-        if name not in payload:
-            continue
-        mismatch = state_mismatch(module.state_dict(), payload[name]) if isinstance(payload[name], dict) else "not a state dict"
-        if mismatch:
-            raise ValueError(
-                f"{checkpoint}: '{name}' does not fit the config's model {mcfg} ({mismatch}); "
-                "set data.resolution and the model keys to the checkpoint's architecture"
-            )
-        module.load_state_dict(payload[name], strict=True)
-    if "g" not in payload:
-        G.load_state_dict(G_ema.state_dict())
     ignored = sorted(set(payload) - {"g", "d", "g_ema"})
     if ignored:
         log.info("not imported (training state of the other codebase): %s", ", ".join(ignored))
-    out = Path(out)
-    save_final(
-        out / "final.pt",
-        G,
-        D,
-        G_ema,
-        {"model": mcfg, "workflow": {"stage": "source", "imported_from": str(checkpoint), "skipped": skipped}, "versions": versions()},
-    )
-    with torch.no_grad():
-        z = torch.randn(16, G_ema.style_dim, generator=torch.Generator().manual_seed(0))
-        save_grid(G_ema.eval()(z, noise_mode="const"), out / "samples.png")
-    log.info("imported %s -> %s", checkpoint, out / "final.pt")
+    states = {k: payload[k] for k in ("g", "d", "g_ema") if k in payload}
+    meta = {"workflow": {"stage": "source", "imported_from": str(checkpoint), "skipped": skipped}, "versions": versions()}
+    write_source(cfg, states, out, meta, origin=str(checkpoint))
+    log.info("imported %s -> %s", checkpoint, Path(out) / "final.pt")

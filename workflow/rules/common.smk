@@ -59,6 +59,11 @@ def source_checkpoint(seed=BASE_SEED):
     return f"results/source/seed{seed}/final.pt"
 
 
+def shipped_source(seed):
+    """The source.checkpoints entry of a seed (validated: every seed has exactly one)."""
+    return next(e for e in config["source"]["checkpoints"] if e["seed"] == seed)
+
+
 def method_code(wildcards):
     """The method's own modules: editing one reruns that method's tasks (lfsgan/codedeps.py)."""
     return method_sources(method_entry(config, wildcards.method)["kind"], root=Path.cwd())

@@ -1,4 +1,5 @@
-# The source GAN: pretrained per seed on the source domain, or imported from a rosinality checkpoint.
+# The source GAN: pretrained per seed on the source domain, installed from a shipped pretrained file per seed
+# (source.checkpoints), or imported from a rosinality checkpoint.
 
 
 if config["source"]["import_checkpoint"]:
@@ -25,6 +26,32 @@ if config["source"]["import_checkpoint"]:
             runtime=RES["runtime"],
         shell:
             "lfsgan import-source --config {CONFIG_FILE} --checkpoint {input.checkpoint} --out {params.out} > {log} 2>&1"
+
+elif config["source"]["checkpoints"]:
+
+    rule install_source:
+        input:
+            checkpoint=lambda wc: shipped_source(int(wc.seed))["path"],
+        output:
+            final="results/source/seed{seed}/final.pt",
+            samples=report(
+                "results/source/seed{seed}/samples.png",
+                caption="../report/source_samples.rst",
+                category="Source",
+            ),
+        params:
+            model=section("model"),
+            sha256=lambda wc: shipped_source(int(wc.seed))["sha256"],
+            out=lambda wc, output: Path(output.final).parent,
+        log:
+            "logs/install_source/seed{seed}.log",
+        benchmark:
+            "benchmarks/install_source/seed{seed}.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["runtime"],
+        shell:
+            "lfsgan install-source --config {CONFIG_FILE} --seed {wildcards.seed} --checkpoint {input.checkpoint} --out {params.out} > {log} 2>&1"
 
 else:
 

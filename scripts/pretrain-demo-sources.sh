@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Reproduce the offline demo's shipped source generators, data/sources/seed<S>.pt (config/config.yaml's
+# source.checkpoints): pretrain every seed of source.seeds with the longer recipe of config/source-demo.yaml
+# (merged over config/config.yaml), copy each results/source/seed<S>/final.pt into data/sources/ and print
+# the entries to paste into source.checkpoints. Extra arguments go to snakemake (e.g. --cores 4).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
+seeds=$(python -c "import yaml; print(*yaml.safe_load(open('config/config.yaml'))['source']['seeds'])")
+targets=()
+for s in $seeds; do targets+=("results/source/seed$s/final.pt"); done
+# targets before --configfile, which takes every following word as a file
+snakemake "${targets[@]}" --workflow-profile workflow/profiles/default --cores "${CORES:-2}" \
+    --configfile config/source-demo.yaml "$@"
+mkdir -p data/sources
+echo "source.checkpoints for config/config.yaml:"
+for s in $seeds; do
+    cp "results/source/seed$s/final.pt" "data/sources/seed$s.pt"
+    echo "  - {seed: $s, path: data/sources/seed$s.pt, sha256: $(sha256sum "data/sources/seed$s.pt" | cut -d' ' -f1)}"
+done
