@@ -69,3 +69,24 @@ def test_key_mismatch_names_missing_and_unexpected_keys():
     assert key_mismatch({"a": 1, "b": 2}, ["b", "a"]) == ""
     assert key_mismatch(["a", "b", "c"], ["c", "z"]) == "missing ['a', 'b'], unexpected ['z']"
     assert key_mismatch([f"k{i}" for i in range(5)], [], show=2) == "missing ['k0', 'k1'] …, unexpected []"
+
+
+def test_leftover_temporaries_of_killed_writes_are_removed_but_live_ones_kept(tmp_path):
+    import fcntl
+
+    from lfsgan.io import remove_stale_temps
+
+    dead = tmp_path / ".x.pt.abc123.tmp"
+    dead.write_bytes(b"half a file")  # its writer was killed: nobody holds its lock
+    live = tmp_path / ".y.pt.def456.tmp"
+    live.write_bytes(b"being written")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as atomic_path's writer does until its rename
+    try:
+        assert remove_stale_temps(tmp_path) == [dead]
+        assert live.exists() and not dead.exists()
+    finally:
+        os.close(fd)
+    dead.write_bytes(b"again")
+    save_checkpoint(tmp_path / "x.pt", {"w": torch.zeros(2)})  # the next write of x.pt cleans its leftovers
+    assert not dead.exists() and live.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".y.pt.def456.tmp", "x.pt"]
