@@ -49,6 +49,21 @@ def source_checkpoint(seed=BASE_SEED):
     return f"results/source/seed{seed}/final.pt"
 
 
+def domain_images(wildcards):
+    """The image files of a folder domain, or the .zip, as inputs of `prepare_data`: a changed, added or
+    removed image reruns the preparation and what follows. A built-in demo domain has none."""
+    spec = config["data"]["domains"][wildcards.domain]
+    if "path" not in spec:
+        return []
+    folder = Path(spec["path"])
+    if not folder.is_dir():
+        return [spec["path"]]  # a .zip (or a missing path, which Snakemake then names)
+    from lfsgan.data.files import open_image_files  # local: only a folder domain needs it
+
+    with open_image_files(folder) as files:
+        return [str(folder / name) for name in files.names]
+
+
 def method_code(wildcards):
     """The method's own modules: editing one reruns that method's tasks (lfsgan/codedeps.py)."""
     return method_sources(config["methods"][wildcards.method]["kind"], root=Path.cwd())
