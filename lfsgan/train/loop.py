@@ -51,7 +51,7 @@ from lfsgan.train.step import NonFiniteError, Trainer, derived_seed
 log = logging.getLogger(__name__)
 
 #: config keys that may change between an interrupted run and its resumption (they do not alter
-#: the sequence of updates); any other difference is refused.
+#: the sequence of updates); any other difference makes the run start afresh.
 RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "sample_every", "n_sample_grid", "log_every", "device")
 
 #: a mean adversarial loss (``d_loss`` or ``g_loss``, Eqs. of :mod:`lfsgan.train.step`) above this
