@@ -257,7 +257,7 @@ TASK_CASES = {
 def test_task_change_retrains_from_scratch(completed_run, tmp_path, case):
     change, extra = TASK_CASES[case]
     rerun = changed_copy(completed_run, tmp_path / "rerun", change)
-    rerun.snakemake(*PROFILE, *extra, EWC_TASK)
+    rerun.snakemake(*PROFILE, EWC_TASK, *extra)  # the target first: --forcerun takes every name after it
     log = (rerun.root / "logs" / "train_task" / "ewc" / "inverted.log").read_text()
     assert "resumed" not in log
 
@@ -297,6 +297,7 @@ def test_source_iterations_change_retrains_and_a_killed_job_resumes(completed_ru
     run_dir = rerun.root / Path(SOURCE).parent
     _kill_when_checkpointed(rerun, run_dir / "checkpoint.pt", *PROFILE, EWC_TASK)
     assert not (run_dir / "final.pt").exists()
+    rerun.snakemake("--unlock")  # the killed Snakemake left its lock, as after a lost node
     rerun.snakemake(*PROFILE, EWC_TASK)
     log = (rerun.root / "logs" / "pretrain_source" / "seed0.log").read_text()
     assert "resumed from" in log, "the killed job was not resumed"
