@@ -176,7 +176,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
 
 def test_resume_only_continues_the_same_run(tmp_path, caplog):
     """A checkpoint of other settings or inputs (e.g. before a lower lr after a NaN stop) is ignored
-    with one log line; the run then equals a fresh one. The same settings resume."""
+    with one log line; the run then equals a fresh one (the same settings resume: see the test above)."""
     cfg, new = config(), config(lr_g=0.01)
     fresh = tmp_path / "fresh"
     train(*models(), sampler(new), new, out_dir=fresh, model_cfg=MODEL, progress=False, inputs={"data": "a"})
@@ -191,10 +191,8 @@ def test_resume_only_continues_the_same_run(tmp_path, caplog):
         afresh = [r.getMessage() for r in caplog.records if "starting afresh" in r.getMessage()]
         assert len(afresh) == 1 and ("train.lr_g" if name == "lr" else "inputs") in afresh[0], afresh
         assert len((out / "losses.csv").read_text().splitlines()) == 1 + cfg.iterations
-    ref, _ = load_checkpoint(fresh / "final.pt")
-    _assert_same_weights(ref, load_checkpoint(tmp_path / "lr" / "final.pt")[0])
-    with pytest.raises(AssertionError):  # the resumed 4 steps of lr 0.002 would leave other weights
-        _assert_same_weights(load_checkpoint(tmp_path / "data" / "final.pt")[0], load_checkpoint(tmp_path / "lr" / "final.pt")[0])
+    # resuming 4 steps of lr 0.002 would leave other weights than a fresh run with lr 0.01
+    _assert_same_weights(load_checkpoint(fresh / "final.pt")[0], load_checkpoint(tmp_path / "lr" / "final.pt")[0])
 
 
 def test_resume_restores_the_loss_log_from_the_checkpoint(tmp_path):
