@@ -40,7 +40,7 @@ def _(p):
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--data", required=True, help="prepared source domain folder")
     p.add_argument("--out", required=True, help="run folder (final.pt, samples.png, losses.csv)")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt in --out")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run's checkpoint.pt")
 
 
 @verb("import-source", "import_source", "import a rosinality-format StyleGAN2 checkpoint as the source")
@@ -77,6 +77,7 @@ def _(p):
     p.add_argument("--previous", nargs="*", default=[], help="task.pt of the method's earlier tasks, in order")
     p.add_argument("--fisher", default=None, help="fisher.pt (ewc)")
     p.add_argument("--out", required=True, help="task folder (task.pt, samples.png, params.json)")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run's checkpoint.pt")
 
 
 @verb("sample", "sample", "generate images of task S with a method's generator after task T")

@@ -3,12 +3,16 @@
 A checkpoint is a ``torch.save``d dict whose values are tensors, nested dicts of tensors, or a
 JSON string under ``"meta"``. It loads with ``torch.load(..., weights_only=True)``: nothing in it
 can execute code. Files are written to a temporary name in the destination folder and renamed on
-success, so a killed job never leaves a file that looks finished.
+success, so a killed job never leaves a file that looks finished. A killed writer leaves only its
+hidden temporary (``.<name>.<random>.tmp``); the next write of the same file removes it
+(:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -19,6 +23,7 @@ from typing import Any, Iterator
 import torch
 
 META_KEY = "meta"
+TEMP_SUFFIX = ".tmp"  # of atomic_path's temporaries: .<name>.<random>.tmp
 
 
 @contextlib.contextmanager
@@ -26,8 +31,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    remove_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held until the rename: marks the temporary as in use
     tmp = Path(tmp)
     try:
         yield tmp
@@ -39,6 +45,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Delete the temporaries that killed :func:`atomic_path` writers left in ``folder`` (of the file
+    ``name``, or of every file); return what was removed.
+
+    A live writer holds an exclusive ``flock`` on its temporary from creation to rename, so a
+    temporary whose lock can be taken has no writer any more; one still being written is left alone
+    (two jobs may write the same cache file at once).
+    """
+    removed = []
+    pattern = f".{glob.escape(name) if name != '*' else '*'}.*{TEMP_SUFFIX}"
+    for tmp in Path(folder).glob(pattern):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:  # gone meanwhile (renamed by its writer) or not ours to read
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a writer is alive
+        else:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _check_tensors(obj: Any, where: str) -> None:

@@ -104,3 +104,24 @@ def test_state_mismatch_names_keys_and_shapes():
     assert state_mismatch(model, {"a": torch.ones(2, 3), "b": torch.ones(4)}) == ""
     assert state_mismatch(model, {"a": torch.ones(2, 3)}) == "missing ['b'], unexpected []"
     assert state_mismatch(model, {"a": torch.ones(3, 3), "b": torch.ones(4)}) == "shapes differ: a [3, 3] (model [2, 3])"
+
+
+def test_leftover_temporaries_of_killed_writes_are_removed_but_live_ones_kept(tmp_path):
+    import fcntl
+
+    from lfsgan.io import remove_stale_temps
+
+    dead = tmp_path / ".x.pt.abc123.tmp"
+    dead.write_bytes(b"half a file")  # its writer was killed: nobody holds its lock
+    live = tmp_path / ".y.pt.def456.tmp"
+    live.write_bytes(b"being written")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as atomic_path's writer does until its rename
+    try:
+        assert remove_stale_temps(tmp_path) == [dead]
+        assert live.exists() and not dead.exists()
+    finally:
+        os.close(fd)
+    dead.write_bytes(b"again")
+    save_checkpoint(tmp_path / "x.pt", {"w": torch.zeros(2)})  # the next write of x.pt cleans its leftovers
+    assert not dead.exists() and live.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".y.pt.def456.tmp", "x.pt"]

@@ -1,16 +1,32 @@
-"""Per-rule reruns: after a completed run, a config change makes `snakemake -n` plan exactly the jobs
-that depend on the changed section, for Snakemake's stated reasons (params, then updated inputs).
+"""Reruns, planned and trained.
 
-Works on a copy of the session's completed run of config/test.yaml (tests/conftest.py).
+Plans: after a completed run, a config change makes `snakemake -n` plan exactly the jobs that depend
+on the changed section, for Snakemake's stated reasons (params, then updated inputs); a folder
+domain's images are inputs of its preparation.
+
+Weights: a rerun Snakemake decides on (a changed setting, `--forcerun` after a code edit) trains
+from scratch: its weights equal those of a fresh run with the new setting, bit for bit on the CPU,
+and differ from the old ones; an interrupted job (SIGKILL) rerun through Snakemake resumes and ends
+bit-identical to an uninterrupted run, with every row of `losses.csv`.
+
+Works on copies of the session's completed run of config/test.yaml (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from lfsgan.io import load_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +125,187 @@ def test_reverting_a_change_plans_nothing(project, config):
     assert plan_after(project, config)
     config["evaluation"]["lpips"]["cluster_size"] -= 1
     assert plan_after(project, config) == []
+
+
+def test_folder_domain_images_are_inputs_of_prepare_data(fresh_project):
+    """A changed, added or removed image of a folder domain reruns its preparation."""
+    from PIL import Image
+
+    project = fresh_project
+    folder = project.root / "my_images"
+    folder.mkdir()
+    rng = torch.Generator().manual_seed(0)
+    for i in range(12):
+        pixels = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=rng).numpy()
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+    config = yaml.safe_load(project.read_config())
+    config["data"]["domains"]["mine"] = {"path": "my_images"}
+    project.write_config(yaml.safe_dump(config, sort_keys=False))
+    target = "results/data/mine/images.pt"
+    project.snakemake("-c1", "--workflow-profile", "workflow/profiles/default", target)
+
+    def planned() -> list[str]:
+        return [j.reason for j in project.dry_run(target) if j.rule == "prepare_data"]
+
+    time.sleep(1.1)  # a newer mtime even on file systems with 1 s resolution
+    Image.fromarray(255 - torch.zeros(16, 16, 3, dtype=torch.uint8).numpy()).save(folder / "img03.png")  # edited
+    assert planned() and "img03.png" in planned()[0]
+    project.snakemake("-c1", "--workflow-profile", "workflow/profiles/default", target)
+    shutil.copyfile(folder / "img00.png", folder / "img12.png")  # added (Snakemake names it as a new, newer input)
+    assert planned() and "img12.png" in planned()[0]
+    (folder / "img12.png").unlink()
+    (folder / "img05.png").unlink()
+    assert planned() and "Set of input files has changed" in planned()[0]
+
+
+# --- weights: reruns train from scratch, interrupted runs resume ------------------------------
+
+SOURCE = "results/source/seed0/final.pt"
+FISHER = "results/fisher/fisher.pt"
+EWC_TASK = "results/tasks/ewc/inverted/task.pt"  # the first task of `ewc`: source -> fisher -> task
+EWC_DIR = str(Path(EWC_TASK).parent)
+PROFILE = ("--workflow-profile", "workflow/profiles/default", "-c1")
+
+
+def weights(project, path: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint, flattened to dotted names."""
+    flat = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, torch.Tensor):
+            flat[prefix] = node
+        else:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+
+    walk("", load_checkpoint(project.root / path)[0])
+    return flat
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
+
+
+def changed_copy(completed_run, dst: Path, change):
+    project = completed_run.copy(dst)
+    config = yaml.safe_load(project.read_config())
+    change(config, project.root)
+    project.write_config(yaml.safe_dump(config, sort_keys=False))
+    return project
+
+
+def fresh_like(project, fresh):
+    """`fresh` (a fresh_project: no results, no Snakemake records) with `project`'s config and code."""
+    fresh.write_config(project.read_config())
+    shutil.copytree(project.root / "lfsgan", fresh.root / "lfsgan", dirs_exist_ok=True)
+    return fresh
+
+
+def assert_retrained(old, rerun, fresh, paths: list[str]) -> None:
+    for path in paths:
+        new = weights(rerun, path)
+        assert same_weights(new, weights(fresh, path)), f"{path}: the rerun differs from a fresh run with the new setting"
+        assert not same_weights(new, weights(old, path)), f"{path}: the rerun kept the old weights"
+
+
+def set_key(*keys, value):
+    def change(config: dict, root: Path) -> None:
+        node = config
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+
+    return change
+
+
+# (change, target, checkpoints compared); the fresh run is a new project, since everything reruns
+UPSTREAM_CASES = {
+    "data.shot_seed": (set_key("data", "shot_seed", value=1), EWC_TASK, [EWC_TASK]),
+    "data.hflip": (set_key("data", "hflip", value=True), SOURCE, [SOURCE]),
+    "model.style_dim": (set_key("model", "style_dim", value=8), SOURCE, [SOURCE]),
+}
+
+
+@pytest.mark.parametrize("case", list(UPSTREAM_CASES))
+def test_upstream_change_retrains_from_scratch(completed_run, fresh_project, tmp_path, case):
+    change, target, compared = UPSTREAM_CASES[case]
+    rerun = changed_copy(completed_run, tmp_path / "rerun", change)
+    rerun.snakemake(*PROFILE, target)
+    fresh = fresh_like(rerun, fresh_project)
+    fresh.snakemake(*PROFILE, target)
+    assert_retrained(completed_run, rerun, fresh, compared)
+
+
+def _edit_shared_code(config: dict, root: Path) -> None:
+    """Not a config change: an edit of shared training code (no rule's input), made effective by --forcerun."""
+    losses = root / "lfsgan" / "train" / "losses.py"
+    text = losses.read_text()
+    assert "return F.softplus(-fake_pred).mean()" in text
+    losses.write_text(text.replace("return F.softplus(-fake_pred).mean()", "return 2 * F.softplus(-fake_pred).mean()"))
+
+
+# (change, extra snakemake arguments); only the task's own job reruns, so its fresh run is that job
+# with its run folder removed
+TASK_CASES = {
+    "methods.ewc.options.lambda": (set_key("methods", "ewc", "options", "lambda", value=1.0e6), ()),
+    "task_train.lr_g": (set_key("task_train", "lr_g", value=0.004), ()),
+    "forcerun after a code edit": (_edit_shared_code, ("--forcerun", "train_task")),
+}
+
+
+@pytest.mark.parametrize("case", list(TASK_CASES))
+def test_task_change_retrains_from_scratch(completed_run, tmp_path, case):
+    change, extra = TASK_CASES[case]
+    rerun = changed_copy(completed_run, tmp_path / "rerun", change)
+    rerun.snakemake(*PROFILE, EWC_TASK, *extra)  # the target first: --forcerun takes every name after it
+    log = (rerun.root / "logs" / "train_task" / "ewc" / "inverted.log").read_text()
+    assert "resumed" not in log
+
+    fresh = rerun.copy(tmp_path / "fresh")
+    shutil.rmtree(fresh.root / EWC_DIR)
+    fresh.snakemake(*PROFILE, EWC_TASK)
+    assert_retrained(completed_run, rerun, fresh, [EWC_TASK])
+    for path in (SOURCE, FISHER):  # upstream untouched
+        assert same_weights(weights(rerun, path), weights(completed_run, path))
+
+
+def _kill_when_checkpointed(project, checkpoint: Path, *args: str, timeout: float = 600) -> None:
+    """Run Snakemake and SIGKILL it and its job once `checkpoint` is on disk (atomically written)."""
+    proc = subprocess.Popen(
+        ["snakemake", *args], cwd=project.root, env=project.env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not checkpoint.is_file():
+            assert proc.poll() is None, "the job ended before writing a checkpoint"
+            assert time.monotonic() < deadline, f"no {checkpoint} after {timeout} s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_source_iterations_change_retrains_and_a_killed_job_resumes(completed_run, fresh_project, tmp_path):
+    """`source.train.iterations` 20 -> 60: the source retrains from scratch (not continued from the
+    finished 20-step run) and so do the tasks after it. The pretraining job is SIGKILLed after its
+    first checkpoint; the rerun resumes it and still equals an uninterrupted fresh run, losses.csv included."""
+    def change(config: dict, root: Path) -> None:
+        config["source"]["train"].update(iterations=60, log_every=1)  # log_every: resumable, a row per step
+
+    rerun = changed_copy(completed_run, tmp_path / "rerun", change)
+    run_dir = rerun.root / Path(SOURCE).parent
+    _kill_when_checkpointed(rerun, run_dir / "checkpoint.pt", *PROFILE, EWC_TASK)
+    assert not (run_dir / "final.pt").exists()
+    rerun.snakemake("--unlock")  # the killed Snakemake left its lock, as after a lost node
+    rerun.snakemake(*PROFILE, EWC_TASK)
+    log = (rerun.root / "logs" / "pretrain_source" / "seed0.log").read_text()
+    assert "resumed from" in log, "the killed job was not resumed"
+
+    fresh = fresh_like(rerun, fresh_project)
+    fresh.snakemake(*PROFILE, EWC_TASK)
+    assert_retrained(completed_run, rerun, fresh, [SOURCE, EWC_TASK])
+    losses = (rerun.root / run_dir.relative_to(rerun.root) / "losses.csv").read_text()
+    assert losses == (fresh.root / run_dir.relative_to(rerun.root) / "losses.csv").read_text()
+    assert len(losses.splitlines()) == 1 + 60  # header + every step (log_every 1)
+    assert not (run_dir / "checkpoint.pt").exists() and not list(run_dir.glob(".*.tmp"))

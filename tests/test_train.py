@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -170,16 +171,52 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
         _assert_same_weights(ref, other)
         assert meta == ref_meta
         assert (d / "losses.csv").read_text() == (ref_dir / "losses.csv").read_text()
-    # a resumed run refuses changed hyperparameters
-    with pytest.raises(ValueError, match="lr_g"):
-        train(*models(), sampler(cfg), config(lr_g=0.01), out_dir=pause_dir, model_cfg=MODEL, progress=False, resume=True)
+        assert not (d / "checkpoint.pt").exists()  # a completed run leaves nothing to resume
+
+
+def test_resume_only_continues_the_same_run(tmp_path, caplog):
+    """A checkpoint of other settings or inputs (e.g. before a lower lr after a NaN stop) is ignored
+    with one log line; the run then equals a fresh one (the same settings resume: see the test above)."""
+    cfg, new = config(), config(lr_g=0.01)
+    fresh = tmp_path / "fresh"
+    train(*models(), sampler(new), new, out_dir=fresh, model_cfg=MODEL, progress=False, inputs={"data": "a"})
+    for name, change in (("lr", {"cfg": new}), ("data", {"inputs": {"data": "b"}})):
+        out = tmp_path / name
+        train(*models(), sampler(cfg), cfg, out_dir=out, model_cfg=MODEL, progress=False, inputs={"data": "a"}, stop_after=4)
+        kw = {"cfg": cfg, "inputs": {"data": "a"}, **change}
+        caplog.clear()
+        with caplog.at_level("INFO", logger="lfsgan.train.loop"):
+            train(*models(), sampler(kw["cfg"]), kw["cfg"], out_dir=out, model_cfg=MODEL, progress=False, resume=True,
+                  inputs=kw["inputs"])
+        afresh = [r.getMessage() for r in caplog.records if "starting afresh" in r.getMessage()]
+        assert len(afresh) == 1 and ("train.lr_g" if name == "lr" else "inputs") in afresh[0], afresh
+        assert len((out / "losses.csv").read_text().splitlines()) == 1 + cfg.iterations
+    # resuming 4 steps of lr 0.002 would leave other weights than a fresh run with lr 0.01
+    _assert_same_weights(load_checkpoint(fresh / "final.pt")[0], load_checkpoint(tmp_path / "lr" / "final.pt")[0])
+
+
+def test_resume_restores_the_loss_log_from_the_checkpoint(tmp_path):
+    """Snakemake deletes a failed job's declared outputs (losses.csv): the rows come back from the checkpoint."""
+    cfg, ref, cut = config(), tmp_path / "ref", tmp_path / "cut"
+    train(*models(), sampler(cfg), cfg, out_dir=ref, model_cfg=MODEL, progress=False)
+    train(*models(), sampler(cfg), cfg, out_dir=cut, model_cfg=MODEL, progress=False, stop_after=4)
+    (cut / "losses.csv").unlink()
+    (cut / "metrics.jsonl").unlink()
+    (cut / ".checkpoint.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")  # a killed atomic write
+    train(*models(seed=5), sampler(cfg), cfg, out_dir=cut, model_cfg=MODEL, progress=False, resume=True)
+    for name in ("losses.csv", "metrics.jsonl"):
+        assert (cut / name).read_text() == (ref / name).read_text()
+    assert len((cut / "losses.csv").read_text().splitlines()) == 1 + cfg.iterations
+    assert not list(cut.glob(".*.tmp"))
 
 
 def test_run_outputs_and_checkpoint_are_tensors_only(tmp_path):
     cfg = config(iterations=3, checkpoint_every=3)
     G, D = models()
-    train(G, D, sampler(cfg), cfg, out_dir=tmp_path, model_cfg=MODEL, progress=False)
-    for name in ("checkpoint.pt", "final.pt"):
+    train(G, D, sampler(cfg), cfg, out_dir=tmp_path, model_cfg=MODEL, progress=False, stop_after=2)
+    shutil.copyfile(tmp_path / "checkpoint.pt", tmp_path / "paused.pt")
+    train(G, D, sampler(cfg), cfg, out_dir=tmp_path, model_cfg=MODEL, progress=False, resume=True)
+    for name, step in (("paused.pt", 2), ("final.pt", 3)):
         payload = torch.load(tmp_path / name, weights_only=True)
 
         def walk(x, where):
@@ -192,8 +229,8 @@ def test_run_outputs_and_checkpoint_are_tensors_only(tmp_path):
 
         meta = json.loads(payload.pop("meta"))
         walk(payload, name)
-        assert meta["model"] == MODEL and meta["step"] == 3 and meta["train"]["iterations"] == 3
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        assert meta["model"] == MODEL and meta["step"] == step and meta["train"]["iterations"] == 3
+    ckpt = torch.load(tmp_path / "paused.pt", weights_only=True)
     assert {"g", "d", "g_ema", "g_optim", "d_optim", "sampler", "rng", "loop"} <= set(ckpt)
     assert ckpt["rng"]["torch_cpu"].dtype == torch.uint8 and ckpt["g_optim"]  # Adam moments stored
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "samples" / "step_000003.png").is_file()
@@ -258,13 +295,14 @@ def test_method_hooks_patch_logits_frozen_parts_and_task_state(tmp_path):
     method = _PatchHeadMethod()
     head_before = method.head.weight.detach().clone()
     cfg = config(iterations=4, checkpoint_every=4, sample_every=4)
-    train(G, D, sampler(cfg), cfg, out_dir=tmp_path, method=method, ctx=_ctx(G, D), model_cfg=MODEL, progress=False)
-    assert torch.equal(G.conv1.conv.weight, frozen_before)  # not in generator_parameters: untouched
-    assert not torch.equal(G.style[1].weight, style_before)
-    assert not torch.equal(method.head.weight, head_before)  # trained by D's optimiser
+    train(G, D, sampler(cfg), cfg, out_dir=tmp_path, method=method, ctx=_ctx(G, D), model_cfg=MODEL, progress=False, stop_after=2)
     tensors, meta = load_checkpoint(tmp_path / "checkpoint.pt")
     assert "extra" in tensors and "g_ema" not in tensors  # Method.uses_ema is False
     assert meta["method"]["method"] == "patch-test"
+    train(G, D, sampler(cfg), cfg, out_dir=tmp_path, method=method, ctx=_ctx(G, D), model_cfg=MODEL, progress=False, resume=True)
+    assert torch.equal(G.conv1.conv.weight, frozen_before)  # not in generator_parameters: untouched
+    assert not torch.equal(G.style[1].weight, style_before)
+    assert not torch.equal(method.head.weight, head_before)  # trained by D's optimiser
     task, _ = load_checkpoint(tmp_path / "task.pt")
     assert torch.equal(task["style"]["1.weight"], G.style[1].weight.detach())
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -277,15 +315,19 @@ def test_task_run_with_method_streams_resumes_bit_identical(tmp_path):
     for name, stop in (("ref", None), ("paused", 2)):
         G, D = models()
         kw = dict(out_dir=tmp_path / name, model_cfg=MODEL, progress=False)
-        train(G, D, sampler(cfg), cfg, method=_PatchHeadMethod(), ctx=_ctx(G, D), stop_after=stop, **kw)
+        method = _PatchHeadMethod()
+        train(G, D, sampler(cfg), cfg, method=method, ctx=_ctx(G, D), stop_after=stop, **kw)
         if stop is not None:
             G, D = models(seed=11)
-            train(G, D, sampler(cfg), cfg, method=_PatchHeadMethod(), ctx=_ctx(*models()), resume=True, **kw)
-        finals.append((load_checkpoint(tmp_path / name / "checkpoint.pt")[0], load_checkpoint(tmp_path / name / "task.pt")[0]))
-    (ref, ref_task), (other, other_task) = finals
+            method = _PatchHeadMethod()
+            train(G, D, sampler(cfg), cfg, method=method, ctx=_ctx(*models()), resume=True, **kw)
+        final = load_checkpoint(tmp_path / name / "final.pt")[0]
+        final["extra"] = method.head.state_dict()
+        finals.append((final, load_checkpoint(tmp_path / name / "task.pt")[0], method.gen.get_state()))
+    (ref, ref_task, ref_gen), (other, other_task, other_gen) = finals
     for part in ("g", "d", "extra"):
         assert all(torch.equal(ref[part][k], other[part][k]) for k in ref[part]), part
-    assert torch.equal(ref["rng"]["method.gen"], other["rng"]["method.gen"])
+    assert torch.equal(ref_gen, other_gen)
     assert all(torch.equal(ref_task["style"][k], other_task["style"][k]) for k in ref_task["style"])
 
 
@@ -309,3 +351,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     tensors, meta = load_checkpoint(out / "checkpoint.pt")
     assert meta["step"] == 3
     assert all(torch.isfinite(v).all() for part in ("g", "d") for v in tensors[part].values())
+
+
+def test_divergence_without_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    """A huge lr (0.5 here; 5 in the test workflow reached ~1e18) blows the logistic losses up while every
+    number stays finite: stopped as diverged, after a few good steps."""
+    cfg = config(iterations=10, checkpoint_every=1, sample_every=100, lr_g=0.5, lr_d=0.5)
+    with pytest.raises(NonFiniteError, match=r"loss '[dg]_loss' is .* at step \d+, beyond 1000: the run diverged.*last good checkpoint"):
+        train(*models(), sampler(cfg), cfg, out_dir=tmp_path, model_cfg=MODEL, progress=False)
+    tensors, meta = load_checkpoint(tmp_path / "checkpoint.pt")
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert meta["step"] >= 1 and len(rows) == meta["step"] and not (tmp_path / "final.pt").exists()
+    assert max(max(abs(r["d_loss"]), abs(r["g_loss"])) for r in rows) <= 1e3  # the diverged step is not logged

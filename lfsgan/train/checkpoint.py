@@ -5,7 +5,8 @@ Two files per run, both through :mod:`lfsgan.io` (tensors only, atomic, ``weight
 - ``checkpoint.pt`` — everything a killed run needs to continue bit-identically: ``g``, ``d``,
   ``g_ema``, ``extra`` (a method's D-side modules), ``g_optim`` / ``d_optim`` and ``sampler`` state
   (tensors; their non-tensor skeletons in ``meta``), ``rng`` (every ``torch.Generator`` of the loop
-  and torch's global RNG, as uint8 tensors), ``loop`` (step, running path length).
+  and torch's global RNG, as uint8 tensors), ``loop`` (step, running path length); ``meta`` also
+  holds the run's ``fingerprint`` and its loss ``log`` so far (see :mod:`lfsgan.train.loop`).
 - ``final.pt`` — ``g``, ``d``, ``g_ema`` (rosinality's key names; ``g_ema`` only when an EMA was kept) and
   ``meta = {"model": {...}, "train": {...}, "step": n, ...}``, enough to rebuild the generator.
 """
@@ -25,6 +26,10 @@ GENERATOR_KEYS = ("size", "style_dim", "n_mlp", "channel_multiplier", "channel_m
 DISCRIMINATOR_KEYS = ("size", "channel_multiplier", "channel_max")
 CHECKPOINT_KIND = "lfsgan.train.checkpoint"
 FINAL_KIND = "lfsgan.train.final"
+
+
+class StaleCheckpoint(ValueError):
+    """A training checkpoint that belongs to another run (other kind, settings or inputs): not resumed."""
 
 
 def build_models(model_cfg: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
@@ -115,11 +120,12 @@ def load_training_checkpoint(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     """Load ``path`` into ``modules``, ``optimizers`` and ``sampler`` in place; return ``(rng, loop, meta)``.
 
-    ``validate(meta)`` runs before anything is modified and may raise to refuse the checkpoint.
+    ``validate(meta)`` runs before anything is modified and may raise to refuse the checkpoint; a file
+    of another kind raises :class:`StaleCheckpoint`.
     """
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r}); delete it or pass resume=False")
+        raise StaleCheckpoint(f"{path} is not a training checkpoint (kind={meta.get('kind')!r})")
     if validate is not None:
         validate(meta)
     for name, module in modules.items():

@@ -18,42 +18,41 @@ CSV_COLUMNS = ("step", "kimg", "d_loss", "g_loss", "g_extra", "r1", "path", "pat
 
 
 class LossLog:
-    """Appends one row per logged step to ``losses.csv`` and ``metrics.jsonl`` in ``out_dir``.
+    """Appends one row per logged step to ``losses.csv`` and ``metrics.jsonl`` in ``out_dir``, and keeps
+    every row in memory so that a training checkpoint carries the log up to its step (:meth:`state`).
 
-    On resume from step ``k`` the rows of steps ``>= k`` (written after the checkpoint, before the
-    interruption) are dropped, so a resumed log equals an uninterrupted one.
+    ``restored`` (the :meth:`state` stored in the checkpoint a run resumes from) rewrites both files
+    from the checkpoint's rows: rows of steps after the checkpoint (written before the interruption)
+    are dropped, and rows deleted meanwhile (Snakemake removes a failed job's declared outputs) come
+    back, so the log of a resumed run equals that of an uninterrupted one. Without it, both files
+    start empty.
     """
 
-    def __init__(self, out_dir: Path, resume_step: int | None = None):
+    def __init__(self, out_dir: Path, restored: dict[str, list] | None = None):
         self.csv_path = Path(out_dir) / "losses.csv"
         self.jsonl_path = Path(out_dir) / "metrics.jsonl"
-        if resume_step is None:
-            self.csv_path.write_text(",".join(CSV_COLUMNS) + "\n")
-            self.jsonl_path.write_text("")
-        else:
-            self._truncate(resume_step)
-
-    def _truncate(self, step: int) -> None:
-        rows = []
-        if self.csv_path.is_file():
-            with open(self.csv_path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) < step]
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-        lines = []
-        if self.jsonl_path.is_file():
-            lines = [ln for ln in self.jsonl_path.read_text().splitlines() if ln and json.loads(ln)["step"] < step]
-        self.jsonl_path.write_text("".join(ln + "\n" for ln in lines))
+        self.csv_rows: list[list[str]] = [list(r) for r in (restored or {}).get("csv", [])]
+        self.jsonl_lines: list[str] = list((restored or {}).get("jsonl", []))
+        with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(CSV_COLUMNS)
+            w.writerows(self.csv_rows)
+        with atomic_path(self.jsonl_path) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in self.jsonl_lines))
 
     def write(self, record: dict[str, Any]) -> None:
+        row = [str(_fmt(record.get(k, ""))) for k in CSV_COLUMNS]
+        line = json.dumps({k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))})
         with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore").writerow(
-                {k: _fmt(record.get(k, "")) for k in CSV_COLUMNS}
-            )
+            csv.writer(f, lineterminator="\n").writerow(row)
         with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps({k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}) + "\n")
+            f.write(line + "\n")
+        self.csv_rows.append(row)
+        self.jsonl_lines.append(line)
+
+    def state(self) -> dict[str, list]:
+        """Every row so far (``{"csv": [[...]], "jsonl": ["..."]}``, JSON), for the checkpoint's meta."""
+        return {"csv": [list(r) for r in self.csv_rows], "jsonl": list(self.jsonl_lines)}
 
 
 def _fmt(v: Any) -> Any:

@@ -3,23 +3,34 @@
 :func:`train` runs :class:`lfsgan.train.step.Trainer` for ``cfg.iterations`` steps and owns the run
 folder ``out_dir``:
 
-- ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end (resumable state; a run restarted
-  with ``resume=True`` continues from it and, on the CPU, ends bit-identical to an uninterrupted run);
+- ``checkpoint.pt`` every ``checkpoint_every`` steps (resumable state, with the loss log so far); it
+  exists only while the run is unfinished: the completed run deletes it;
 - ``losses.csv`` / ``metrics.jsonl`` every ``log_every`` steps;
 - ``samples/step_<NNNNNN>.png`` (six-digit step) every ``sample_every`` steps and ``samples.png`` at the end: fixed latents,
   ``noise_mode="const"``, from the EMA generator when kept;
 - ``final.pt`` (``g``, ``d``, ``g_ema``; meta ``{"model", "train", "step", ...}``) and, for a method,
   ``task.pt`` (``method.task_state``) when the run completes.
 
-A non-finite loss or parameter stops the run with :class:`NonFiniteError`; the last checkpoint on
-disk is the last good state (checkpoints are written only after the step's losses and all
-parameters were checked).
+What resumes: only an interrupted run of the same job. A run always starts from step 0 unless
+``out_dir/checkpoint.pt`` exists *and* its fingerprint (:func:`fingerprint`: model config, training
+settings except :data:`RESUMABLE_CHANGES`, method kind and options, task, and the ``inputs`` the
+caller names — data identity, the states it starts from) equals this run's; then it continues from
+there and, on the CPU, ends bit-identical to an uninterrupted run. Because a completed run deletes
+its checkpoint, any later run of the same job — a rerun Snakemake or DVC decides on after a change,
+``snakemake --forcerun`` — trains from scratch; a checkpoint of other settings (e.g. before a lower
+learning rate after a :class:`NonFiniteError`) is ignored with one log line saying what changed.
+
+A non-finite loss or parameter, or a diverged adversarial loss (:data:`DIVERGED_LOSS`), stops the run
+with :class:`NonFiniteError`; the last checkpoint on disk is the last good state (checkpoints are
+written only after the step's losses and all parameters were checked).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,9 +39,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lfsgan.io import save_checkpoint
+from lfsgan.io import remove_stale_temps, save_checkpoint
 from lfsgan.methods.base import Method, TaskContext
-from lfsgan.train.checkpoint import load_training_checkpoint, save_final, save_training_checkpoint
+from lfsgan.train.checkpoint import StaleCheckpoint, load_training_checkpoint, save_final, save_training_checkpoint
 from lfsgan.train.config import TrainConfig
 from lfsgan.train.logs import LossLog, save_grid
 from lfsgan.train.sampler import check_sampler, next_batch
@@ -40,8 +51,24 @@ from lfsgan.train.step import NonFiniteError, Trainer, derived_seed
 log = logging.getLogger(__name__)
 
 #: config keys that may change between an interrupted run and its resumption (they do not alter
-#: the sequence of updates); any other difference is refused.
+#: the sequence of updates); any other difference makes the run start afresh.
 RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "sample_every", "n_sample_grid", "log_every", "device")
+
+#: a mean adversarial loss (``d_loss`` or ``g_loss``, Eqs. of :mod:`lfsgan.train.step`) above this
+#: stops the run as diverged. The logistic losses are means of ``softplus(±logit)``, so a mean above
+#: 1e3 needs logits beyond 1e3, where ``sigmoid`` (their gradient) is exactly 0 or 1 even in float64
+#: (``exp(-1000)`` underflows): D and G get no usable signal and the run cannot recover, yet the
+#: numbers stay finite (lr 5 reaches ~1e18 with exit 0). Healthy StyleGAN2 runs stay below ~10.
+DIVERGED_LOSS = 1e3
+
+
+def fingerprint(run_meta: dict[str, Any]) -> str:
+    """sha256 of what a run's update sequence depends on: ``run_meta``'s ``model``, ``train`` (less
+    :data:`RESUMABLE_CHANGES`), ``method``, ``task`` and ``inputs``. Equal fingerprints: a checkpoint of
+    one run may be continued by the other."""
+    train = {k: v for k, v in (run_meta.get("train") or {}).items() if k not in RESUMABLE_CHANGES}
+    key = {k: run_meta.get(k) for k in ("model", "method", "task", "inputs")}
+    return hashlib.sha256(json.dumps({**key, "train": train}, sort_keys=True).encode()).hexdigest()
 
 
 def _check_real(real: torch.Tensor, cfg: TrainConfig, size: int) -> None:
@@ -56,6 +83,12 @@ def _check_finite_params(trainer: Trainer, step: int) -> None:
         for pname, p in module.named_parameters():
             if not bool(torch.isfinite(p).all()):
                 raise NonFiniteError(f"parameter {name}.{pname} became non-finite at step {step}")
+
+
+def _check_diverged(record: dict[str, Any], step: int) -> None:
+    for name in ("d_loss", "g_loss"):
+        if name in record and abs(record[name]) > DIVERGED_LOSS:
+            raise NonFiniteError(f"loss '{name}' is {record[name]:.3g} at step {step}, beyond {DIVERGED_LOSS:g}: the run diverged")
 
 
 @contextlib.contextmanager
@@ -88,6 +121,7 @@ def train(
     callback: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool | None = None,
     meta: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``G`` and ``D`` in place; returns ``{"step", "completed", "out_dir", "last_record"}``.
 
@@ -96,11 +130,15 @@ def train(
       previous weights). ``method=None``: source pretraining from G's and D's current weights.
     - ``model_cfg``: the Generator kwargs (incl. ``size``), stored in ``final.pt`` so
       :func:`lfsgan.train.checkpoint.load_generator` can rebuild it.
-    - ``resume``: continue from ``out_dir/checkpoint.pt`` when it exists (else start afresh).
+    - ``resume``: continue from ``out_dir/checkpoint.pt`` when it exists and has this run's
+      fingerprint (else start afresh; see the module docstring).
     - ``stop_after``: write a checkpoint and return after global step ``stop_after`` (a pause).
     - ``callback(step, record)``: called after every step; raising from it interrupts the run.
     - ``progress``: tqdm bar (None = only on a terminal), refreshed at most once a second.
-    - ``meta``: extra JSON entries for ``final.pt`` (e.g. data identity).
+    - ``meta``: extra JSON entries for ``final.pt`` (e.g. versions).
+    - ``inputs``: JSON identity of everything else the updates depend on (prepared data's
+      ``images_sha256`` and shots, hflip, digests of the source / earlier task states / Fisher it
+      starts from); stored in ``final.pt`` and part of the :func:`fingerprint`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,19 +158,27 @@ def train(
     torch.manual_seed(derived_seed(cfg.seed, "torch_global"))  # per-layer noise draws
     trainer = Trainer(G, D, cfg, method)
 
-    ckpt_path = out_dir / "checkpoint.pt"
-    start = 0
-    if resume and ckpt_path.is_file():
-        start = _restore(trainer, sampler, cfg, ckpt_path, device)
-        log.info("resumed from %s at step %d", ckpt_path, start)
-    losses = LossLog(out_dir, resume_step=start if start > 0 else None)
+    for folder in (out_dir, out_dir / "samples"):
+        for tmp in remove_stale_temps(folder):
+            log.info("removed %s, left by an interrupted write", tmp)
     run_meta = {
         "model": model_cfg,
         "train": cfg.to_dict(),
         "method": method.meta() if method is not None else None,
         "task": {"index": ctx.task_index, "name": ctx.task_name} if ctx is not None else None,
+        "inputs": inputs,
         **(meta or {}),
     }
+    run_meta["fingerprint"] = fingerprint(run_meta)
+    ckpt_path = out_dir / "checkpoint.pt"
+    start, restored_log = 0, None
+    if resume and ckpt_path.is_file():
+        try:
+            start, restored_log = _restore(trainer, sampler, cfg, ckpt_path, device, run_meta)
+            log.info("resumed from %s at step %d", ckpt_path, start)
+        except StaleCheckpoint as e:
+            log.info("starting afresh, not resuming: %s", e)
+    losses = LossLog(out_dir, restored=restored_log)
     z_grid = torch.randn(cfg.n_sample_grid, G.style_dim, generator=torch.Generator().manual_seed(derived_seed(cfg.seed, "grid")))
 
     def checkpoint(done: int) -> None:
@@ -144,7 +190,7 @@ def train(
             sampler=sampler,
             rng={**{k: g.get_state() for k, g in trainer.generators().items()}, **global_rng_state(device)},
             loop={"step": torch.tensor(done), "mean_path_length": trainer.mean_path_length.detach()},
-            meta={**run_meta, "step": done},
+            meta={**run_meta, "step": done, "log": losses.state()},
         )
 
     record: dict[str, Any] = {}
@@ -156,6 +202,7 @@ def train(
             _check_real(real, cfg, G.size)
             with _stop_on_non_finite(ckpt_path):
                 record = trainer.step(step, real)
+                _check_diverged(record, step)
             done = step + 1
             if step % cfg.log_every == 0 or done == cfg.iterations:
                 losses.write(record)
@@ -179,23 +226,27 @@ def train(
     if method is not None:
         state = method.task_state(trainer.sample_generator(), D)
         save_checkpoint(out_dir / "task.pt", state, {**run_meta, "step": cfg.iterations})
+    ckpt_path.unlink(missing_ok=True)  # completed: a later run of this job starts from scratch
     return {"step": cfg.iterations, "completed": True, "out_dir": str(out_dir), "last_record": record}
 
 
-def _restore(trainer: Trainer, sampler: Any, cfg: TrainConfig, path: Path, device: torch.device) -> int:
-    """Load ``path`` into the trainer and sampler, restore every random stream; return the next step."""
+def _restore(
+    trainer: Trainer, sampler: Any, cfg: TrainConfig, path: Path, device: torch.device, run_meta: dict[str, Any]
+) -> tuple[int, dict[str, list] | None]:
+    """Load ``path`` into the trainer and sampler, restore every random stream; return the next step
+    and the loss log so far. Raises :class:`StaleCheckpoint` when ``path`` belongs to another run."""
 
-    def same_settings(meta: dict[str, Any]) -> None:
-        saved, now = dict(meta.get("train") or {}), cfg.to_dict()
-        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
-        if changed:
-            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-            raise ValueError(f"{path}: cannot resume with changed training settings ({diffs}); restore them or pass resume=False")
+    def same_run(meta: dict[str, Any]) -> None:
+        if meta.get("fingerprint") != run_meta["fingerprint"]:
+            saved, now = meta.get("train") or {}, run_meta["train"]
+            changed = [k for k in ("model", "method", "task", "inputs") if meta.get(k) != run_meta.get(k)]
+            changed += [f"train.{k}" for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+            raise StaleCheckpoint(f"{path} belongs to a run with other settings or inputs (changed: {', '.join(changed) or 'fingerprint'})")
         if int(meta["step"]) > cfg.iterations:
-            raise ValueError(f"{path}: checkpoint is at step {meta['step']}, beyond cfg.iterations={cfg.iterations}")
+            raise StaleCheckpoint(f"{path} is at step {meta['step']}, beyond this run's {cfg.iterations} iterations")
 
-    rng, loop, _ = load_training_checkpoint(
-        path, modules=trainer.modules(), optimizers=trainer.optimizers(), sampler=sampler, validate=same_settings
+    rng, loop, meta = load_training_checkpoint(
+        path, modules=trainer.modules(), optimizers=trainer.optimizers(), sampler=sampler, validate=same_run
     )
     for name, gen in trainer.generators().items():
         if name not in rng:
@@ -203,4 +254,4 @@ def _restore(trainer: Trainer, sampler: Any, cfg: TrainConfig, path: Path, devic
         gen.set_state(rng[name])
     set_global_rng_state(rng, device)
     trainer.mean_path_length = loop["mean_path_length"].to(device)
-    return int(loop["step"])
+    return int(loop["step"]), meta.get("log")

@@ -1,4 +1,7 @@
-"""`lfsgan pretrain`: the source GAN on the source domain, one seed (rule `pretrain_source`)."""
+"""`lfsgan pretrain`: the source GAN on the source domain, one seed (rule `pretrain_source`).
+
+Resumes only an interrupted run with the same settings and data (see :mod:`lfsgan.train.loop`).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def run(cfg: dict, seed: int, data: str, out: str, no_resume: bool = False) -> N
         out_dir=Path(out),
         model_cfg=model_config(cfg),
         resume=not no_resume,
+        inputs={"data": {"images_sha256": dataset.manifest["images_sha256"], "hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]}},
         meta={
             "workflow": {"stage": "source", "seed": seed, "domain": cfg["source"]["domain"]},
             "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"]},

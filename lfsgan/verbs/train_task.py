@@ -1,4 +1,8 @@
-"""`lfsgan train-task`: one method learns one task, after its earlier tasks (rule `train_task`)."""
+"""`lfsgan train-task`: one method learns one task, after its earlier tasks (rule `train_task`).
+
+Resumes only an interrupted run with the same settings, data, source, earlier task states and Fisher
+(their sha256 are part of the run's fingerprint; see :mod:`lfsgan.train.loop`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 from lfsgan.config import ConfigError, method_entry, method_train_config, split_run
 from lfsgan.data import InfiniteSampler, load_prepared, to_float
-from lfsgan.io import load_checkpoint, write_json
+from lfsgan.io import load_checkpoint, sha256_file, write_json
 from lfsgan.metrics import count_tensors
 from lfsgan.methods.base import TaskContext
 from lfsgan.train import TrainConfig, build_models, train
@@ -22,7 +26,15 @@ REPLICATE_SEED_STRIDE = 1000
 
 
 def run(
-    cfg: dict, method: str, task: str, source: str, data: str, out: str, previous: list[str] = (), fisher: str | None = None
+    cfg: dict,
+    method: str,
+    task: str,
+    source: str,
+    data: str,
+    out: str,
+    previous: list[str] = (),
+    fisher: str | None = None,
+    no_resume: bool = False,
 ) -> None:
     if task not in cfg["tasks"]:
         raise ConfigError(f"task '{task}' is not in the config's tasks list {cfg['tasks']}")
@@ -72,7 +84,14 @@ def run(
         method=impl,
         ctx=ctx,
         model_cfg=model_config(cfg),
-        resume=True,
+        resume=not no_resume,
+        inputs={
+            "data": {k: dataset.manifest[k] for k in ("images_sha256", "shots", "shots_sha256")}
+            | {"hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]},
+            "source_sha256": sha256_file(source),
+            "previous_sha256": [sha256_file(p) for p in previous],
+            "fisher_sha256": sha256_file(fisher) if extras.get("fisher") is not None else None,
+        },
         meta={
             "workflow": {"stage": "task", "method": method, "kind": kind, "task": task, "task_index": index, "replicate": replicate},
             "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], "shots": dataset.manifest["shots"],

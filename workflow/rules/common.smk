@@ -64,6 +64,25 @@ def shipped_source(seed):
     return next(e for e in config["source"]["checkpoints"] if e["seed"] == seed)
 
 
+def domain_images(wildcards):
+    """The image files of a folder domain, or the .zip, as inputs of `prepare_data`: a changed, added or
+    removed image reruns the preparation and what follows. A built-in demo domain has none."""
+    spec = config["data"]["domains"][wildcards.domain]
+    from lfsgan.data.files import open_image_files  # local: only a folder domain needs it
+
+    inputs = []
+    for key in ("path", "shots"):  # the full set and, when given, the training shots
+        if key not in spec:
+            continue
+        folder = Path(spec[key])
+        if not folder.is_dir():
+            inputs.append(spec[key])  # a .zip (or a missing path, which Snakemake then names)
+            continue
+        with open_image_files(folder) as files:
+            inputs += [str(folder / name) for name in files.names]
+    return inputs
+
+
 def method_code(wildcards):
     """The method's own modules: editing one reruns that method's tasks (lfsgan/codedeps.py)."""
     return method_sources(method_entry(config, wildcards.method)["kind"], root=Path.cwd())

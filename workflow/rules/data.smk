@@ -2,6 +2,8 @@
 
 
 rule prepare_data:
+    input:
+        images=domain_images,
     output:
         images="results/data/{domain}/images.pt",
         manifest="results/data/{domain}/manifest.json",
