@@ -107,6 +107,7 @@ def plot_r_gamma(table: pd.DataFrame, path: str | Path, title: str = "") -> None
     ax_l.set_title(f"per layer, γ = {g_max:g}", fontsize=9)
     ax_l.set_ylabel("R(γ)")
     ax_l.legend(fontsize=7)
+    _save(fig, path)
 
 
 def plot_quality(quality: pd.DataFrame, path: str | Path) -> None:
