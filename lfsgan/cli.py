@@ -212,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
 def check_names(args: argparse.Namespace, cfg: dict) -> None:
     """Arguments that name config entries (``--method``, ``--domain``, ``--task``, ``--after``) must
     name existing ones; :class:`~lfsgan.config.ConfigError` otherwise, listing the choices."""
-    from lfsgan.config import ConfigError
+    from lfsgan.config import ConfigError, method_runs
 
-    choices = {"method": ("methods", list(cfg["methods"])), "domain": ("data.domains", list(cfg["data"]["domains"])),
+    choices = {"method": ("methods", method_runs(cfg)), "domain": ("data.domains", list(cfg["data"]["domains"])),
                "task": ("tasks", list(cfg["tasks"])), "after": ("tasks", list(cfg["tasks"]))}
     for arg, (key, names) in choices.items():
         value = getattr(args, arg, None)
