@@ -72,3 +72,15 @@ def write_source(cfg: dict, states: dict[str, dict[str, torch.Tensor]], out: str
         z = torch.randn(16, G_ema.style_dim, generator=torch.Generator().manual_seed(0))
         save_grid(G_ema.eval()(z, noise_mode="const"), out / "samples.png")
 
+
+
+def source_discriminators(cfg: dict, sources: list[str], device: torch.device) -> list[torch.nn.Module]:
+    """The discriminator of each source ``final.pt``, built from the config's model and checked to fit it
+    (:func:`load_source` names the file otherwise); the endpoints' critics of merging and the STE search."""
+    out = []
+    for path in sources:
+        _, d, _ = load_source(path, model_config(cfg))
+        D = build_models(model_config(cfg))[1]
+        D.load_state_dict(d, strict=True)
+        out.append(D.to(device))
+    return out

@@ -34,7 +34,7 @@ from lfsgan.report.figures import plot_r_gamma
 from lfsgan.train import build_models
 from lfsgan.train.step import derived_seed
 from lfsgan.verbs._common import setup_torch, versions
-from lfsgan.verbs._models import load_source, model_config
+from lfsgan.verbs._models import load_source, model_config, source_discriminators
 from lfsgan.verbs.lmc import fid_metric
 
 log = logging.getLogger("lfsgan")
@@ -62,14 +62,7 @@ def run(cfg: dict, sources: list[str], data: str, cache: str, out: str, extracto
     score = fid_metric(cfg, dataset, data, cache, extractor, device)
     G, _ = build_models(model_config(cfg))
     G = G.to(device).eval().requires_grad_(False)
-    discriminators = []
-    for path, (_, d, _) in zip(sources, loaded):
-        D = build_models(model_config(cfg))[1]
-        try:
-            D.load_state_dict(d, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: its discriminator does not fit the config's model section ({str(e).splitlines()[0]}); retrain or import it with this config") from e
-        discriminators.append(D.to(device))
+    discriminators = source_discriminators(cfg, sources, device)
     loss_fn = generator_loss(G, discriminators)
     z_loss = torch.randn(256, G.style_dim, generator=torch.Generator().manual_seed(derived_seed(pc["seed"], "merge-loss"))).to(device)
 

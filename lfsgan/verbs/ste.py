@@ -10,7 +10,7 @@ from lfsgan.io import save_checkpoint, write_json
 from lfsgan.permute import generator_loss, generator_spec, ste_search
 from lfsgan.train import build_models
 from lfsgan.verbs._common import setup_torch, versions
-from lfsgan.verbs._models import load_source, model_config
+from lfsgan.verbs._models import load_source, model_config, source_discriminators
 
 log = logging.getLogger("lfsgan")
 
@@ -23,14 +23,7 @@ def run(cfg: dict, sources: list[str], out: str, no_resume: bool = False) -> Non
     spec = generator_spec(states[0], lr_mlp=cfg["model"]["lr_mlp"])
     G, _ = build_models(model_config(cfg))
     G = G.to(device).eval().requires_grad_(False)
-    discriminators = []
-    for path, (_, d, _) in zip(sources, loaded):
-        D = build_models(model_config(cfg))[1]
-        try:
-            D.load_state_dict(d, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: its discriminator does not fit the config's model section ({str(e).splitlines()[0]}); retrain or import it with this config") from e
-        discriminators.append(D.to(device))
+    discriminators = source_discriminators(cfg, sources, device)
     out = Path(out)
     ckpt = out / "ste_checkpoint.pt"
     if no_resume and ckpt.is_file():
