@@ -15,7 +15,7 @@ from lfsgan.data import InfiniteSampler
 from lfsgan.io import load_checkpoint
 from lfsgan.methods.base import Method, TaskContext
 from lfsgan.train import NonFiniteError, TrainConfig, Trainer, accumulate, build_models, load_generator, make_ema, train
-from lfsgan.train.losses import path_length_penalty, r1_penalty
+from lfsgan.train.losses import MS_EPS, mode_seeking_penalty, path_length_penalty, r1_penalty
 from lfsgan.train.state import pack, unpack
 
 MODEL = dict(size=16, style_dim=16, n_mlp=2, channel_multiplier=1, channel_max=16)
@@ -80,6 +80,49 @@ def test_path_length_of_a_linear_synthesis():
     assert a1.item() == pytest.approx(mean.item(), rel=1e-6)
     assert penalty.item() == pytest.approx((expected - mean).pow(2).mean().item(), rel=1e-4)
     assert penalty.requires_grad and not a1.requires_grad  # trains the synthesis weights (A) through J
+
+
+def test_mode_seeking_penalty_is_msgan_eq3_on_pooled_halves():
+    g = torch.Generator().manual_seed(0)
+    fake, z = torch.randn(6, 3, 8, 8, generator=g), torch.randn(6, 5, generator=g)
+    pooled = fake.reshape(6, 3, 4, 2, 4, 2).mean((3, 5))  # 2x2 block means
+    expected = 1 / ((pooled[:3] - pooled[3:]).abs().mean() / (z[:3] - z[3:]).abs().mean() + MS_EPS)
+    assert mode_seeking_penalty(fake, z, pool=2).item() == pytest.approx(expected.item(), rel=1e-6)
+    # a collapsed batch (every z gives one image) is penalised far more than a diverse one
+    collapsed = fake[:1].expand(6, -1, -1, -1)
+    assert mode_seeking_penalty(collapsed, z).item() > 1e3 * mode_seeking_penalty(fake, z).item()
+    with pytest.raises(ValueError, match="at least 2"):
+        mode_seeking_penalty(fake[:1], z[:1])
+
+
+def test_mode_seeking_cap_only_resists_collapse():
+    """DSGAN's bound: above ``cap`` the term is the constant 1 / cap (no gradient), below it unchanged."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(8, 5, generator=g)
+    spread = torch.randn(8, 3, 8, 8, generator=g).requires_grad_(True)  # ratio ~1: above the cap
+    capped = mode_seeking_penalty(spread, z, cap=0.1)
+    assert capped.item() == pytest.approx(1 / (0.1 + MS_EPS))
+    capped.backward()
+    assert spread.grad.abs().max().item() == 0
+    near = (0.01 * torch.randn(8, 3, 8, 8, generator=g)).requires_grad_(True)  # ratio ~0.01: below it
+    below = mode_seeking_penalty(near, z, cap=0.1)
+    assert below.item() == pytest.approx(mode_seeking_penalty(near, z).item())
+    below.backward()
+    assert near.grad.abs().max().item() > 0
+
+
+def test_mode_seeking_term_enters_the_g_step_only_when_weighted():
+    cfg = config(r1_gamma=0.0, path_reg_weight=0.0)
+    plain, weighted = Trainer(*models(), cfg), Trainer(*models(), config(r1_gamma=0.0, path_reg_weight=0.0, mode_seeking_weight=2.0))
+    real = next(sampler(cfg))
+    torch.manual_seed(1)
+    a = plain.step(0, real)
+    torch.manual_seed(1)
+    b = weighted.step(0, real)
+    assert "msgan" not in a and b["msgan"] > 0 and b["g_extra"] == pytest.approx(b["msgan"])
+    assert a["d_loss"] == b["d_loss"] and a["g_loss"] == b["g_loss"]  # same draws, same D step and adversarial loss
+    changed = [not torch.equal(p, q) for p, q in zip(plain.G.parameters(), weighted.G.parameters())]
+    assert any(changed)  # ... but the term moved G differently
 
 
 def test_steps_run_and_lazy_regularisers_follow_their_intervals():

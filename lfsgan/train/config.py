@@ -31,6 +31,9 @@ class TrainConfig:
     style_mixing: float = 0.9  # probability of two latents per fake batch (source pretraining, path reg)
     ema_decay: float | None = None  # per-step EMA decay; None -> from ema_half_life_kimg
     ema_half_life_kimg: float = 10.0  # rosinality: 0.5 ** (32 / (10 * 1000)) at batch 32
+    mode_seeking_weight: float = 0.0  # MSGAN term on G's fakes (losses.mode_seeking_penalty); 0 = StyleGAN2 as published
+    mode_seeking_pool: int = 1  # block size of the average pooling before the term's image distance
+    mode_seeking_cap: float | None = None  # bound on the term's distance ratio (DSGAN's tau); None = unbounded
     checkpoint_every: int = 500
     sample_every: int = 500
     n_sample_grid: int = 16
@@ -40,7 +43,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive_ints = ("iterations", "batch", "r1_every", "path_reg_every", "path_batch_shrink",
-                         "checkpoint_every", "sample_every", "n_sample_grid", "log_every")
+                         "checkpoint_every", "sample_every", "n_sample_grid", "log_every", "mode_seeking_pool")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -48,12 +51,14 @@ class TrainConfig:
         for name in ("lr_g", "lr_d"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("r1_gamma", "path_reg_weight", "ema_half_life_kimg"):
+        for name in ("r1_gamma", "path_reg_weight", "ema_half_life_kimg", "mode_seeking_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("style_mixing", "path_decay"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.mode_seeking_cap is not None and not self.mode_seeking_cap > 0:
+            raise ValueError(f"TrainConfig.mode_seeking_cap must be > 0 or null, got {self.mode_seeking_cap!r}")
         if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1] or null, got {self.ema_decay!r}")
         if self.device not in DEVICES:

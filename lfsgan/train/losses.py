@@ -59,3 +59,33 @@ def path_length_penalty(
     path_mean = mean_path_length + decay * (path_lengths.mean() - mean_path_length)
     penalty = (path_lengths - path_mean).pow(2).mean()
     return penalty, path_mean.detach(), path_lengths
+
+
+MS_EPS = 1e-5  # MSGAN's official epsilon
+
+
+def mode_seeking_penalty(
+    fake_img: torch.Tensor, latents: torch.Tensor, pool: int = 1, cap: float | None = None
+) -> torch.Tensor:
+    """Mode-seeking regulariser of MSGAN (Mao et al. 2019, Eq. 3), as its official code computes it:
+
+    ``L_ms = 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps)``,
+
+    with the batch split into halves ``(z1, z2)`` (no extra samples). Minimising it keeps the images
+    apart in proportion to their latents, which counters the collapse of every ``z`` onto one image.
+    ``pool > 1`` averages the images over ``pool x pool`` blocks first, so that distance is measured
+    on shapes rather than on per-pixel noise (which the noise inputs would otherwise supply for free).
+    ``cap`` bounds the ratio as DSGAN does (Yang et al. 2019, Eq. 2, ``min(ratio, tau)``): above it
+    the term is constant, so it only resists collapse and never rewards more spread than ``cap``
+    (e.g. the real set's own ratio) — unbounded, it pays for frames and blobs that differ in pixels.
+    ``fake_img [B, 3, H, W]``, ``latents [B, L]`` (the z's that made the images; style-mixed pairs
+    concatenated), ``B >= 2``.
+    """
+    half = fake_img.shape[0] // 2
+    if half < 1:
+        raise ValueError("the mode-seeking term needs a batch of at least 2 images")
+    x = F.avg_pool2d(fake_img, pool) if pool > 1 else fake_img  # [B, 3, H/pool, W/pool]
+    d_img = (x[:half] - x[half : 2 * half]).abs().mean()
+    d_z = (latents[:half] - latents[half : 2 * half]).abs().mean()
+    ratio = d_img / d_z if cap is None else torch.clamp(d_img / d_z, max=cap)
+    return 1.0 / (ratio + MS_EPS)

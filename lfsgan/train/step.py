@@ -4,7 +4,9 @@ Iteration ``i`` (0-based):
 
 1. D step: ``L_D = E softplus(-D(x)) + E softplus(D(G(z)))``.
 2. Lazy R1 when ``i % r1_every == 0``: ``(gamma / 2) * r1_every * E ||grad_x D(x)||^2`` on the reals.
-3. G step: ``L_G = E softplus(-D(G(z))) + sum(method.generator_loss_terms(...))``.
+3. G step: ``L_G = E softplus(-D(G(z))) + sum(method.generator_loss_terms(...))``, plus
+   ``mode_seeking_weight * L_ms`` on the same fakes when that weight is set (MSGAN, see
+   :func:`lfsgan.train.losses.mode_seeking_penalty`; used by the demo's source pretraining).
 4. Lazy path-length regularisation when ``i % path_reg_every == 0``:
    ``path_reg_weight * path_reg_every * E (||J_w^T y|| - a)^2`` on ``batch // path_batch_shrink`` fakes.
 5. EMA: ``theta_ema <- beta theta_ema + (1 - beta) theta`` (when kept).
@@ -26,7 +28,13 @@ from torch import nn
 from lfsgan.methods.base import Method
 from lfsgan.train.config import TrainConfig
 from lfsgan.train.ema import accumulate, make_ema
-from lfsgan.train.losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
+from lfsgan.train.losses import (
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    mode_seeking_penalty,
+    path_length_penalty,
+    r1_penalty,
+)
 from lfsgan.train.optim import lazy_adam
 
 
@@ -101,10 +109,11 @@ class Trainer:
         return self.g_ema if self.g_ema is not None else self.G
 
     # --- one iteration -----------------------------------------------------------------------
-    def _fake(self, method: Method, step: int, batch: int) -> torch.Tensor:
+    def _fake(self, method: Method, step: int, batch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Fakes ``[B, 3, H, W]`` and the latents (1 or 2 tensors ``[B, style_dim]``) that made them."""
         latents = method.sample_latents(step, batch, self.G, self.latent_gen)
         inject = int(torch.randint(1, self.G.n_latent, (), generator=self.latent_gen)) if len(latents) == 2 else None
-        return self.G(latents, inject_index=inject)  # [B, 3, H, W]
+        return self.G(latents, inject_index=inject), latents
 
     def step(self, step: int, real: torch.Tensor) -> dict[str, Any]:
         """Run iteration ``step`` on the real batch ``real [B, 3, H, W]``; returns the losses (floats)."""
@@ -115,7 +124,7 @@ class Trainer:
         # 1. discriminator
         _set_requires_grad(self.d_params, True)
         with torch.no_grad():
-            fake = self._fake(m, step, batch)
+            fake, _ = self._fake(m, step, batch)
         fake_pred = m.discriminate(D, fake, step)  # [B, 1] or [B, 1, h, w]
         real_pred = m.discriminate(D, real, step)
         d_loss = d_logistic_loss(real_pred, fake_pred)
@@ -137,10 +146,14 @@ class Trainer:
 
         # 3. generator
         _set_requires_grad(self.d_params, False)
-        fake = self._fake(m, step, batch)
+        fake, latents = self._fake(m, step, batch)
         g_loss = g_nonsaturating_loss(m.discriminate(D, fake, step))
         _check_finite("g_loss", g_loss, step)
         terms = m.generator_loss_terms(G, D, real, step)
+        if cfg.mode_seeking_weight > 0:
+            z = torch.cat(latents, 1)  # [B, L]
+            ms = mode_seeking_penalty(fake, z, cfg.mode_seeking_pool, cfg.mode_seeking_cap)
+            terms = {**terms, "msgan": cfg.mode_seeking_weight * ms}
         for name, value in terms.items():
             _check_finite(name, value, step)
         g_total = g_loss + sum(terms.values()) if terms else g_loss
