@@ -231,7 +231,7 @@ def test_distance_claim_follows_the_gaps():
 
 def _pairs(naive, matched, l2, top=(0.6, 0.5, 0.7), tail=(0.05, 0.02, 0.04)) -> pd.DataFrame:
     return pd.DataFrame({"pair": [f"0_{i + 1}" for i in range(len(naive))], "naive_barrier": naive, "matched_barrier": matched,
-                         "barrier_reduction": [1 - m / n for n, m in zip(naive, matched)], "l2_reduction": l2,
+                         "barrier_reduction": [1 - m / n if n > 0 else float("nan") for n, m in zip(naive, matched)], "l2_reduction": l2,
                          "top_gain": top[: len(naive)], "tail_gain": tail[: len(naive)]})
 
 
@@ -244,6 +244,8 @@ def test_weight_matching_claims_follow_the_pairs():
     v = _analysis_verdicts(pairs=no_cut)
     assert v[BARRIER_CLAIM] == "contradicted" and v[TOP_CLAIM] == "contradicted"
     assert v[L2_CLAIM] == "contradicted"  # the barrier grew: a 6 % L2 reduction is more than its (negative) reduction
+    flat = _pairs(naive=[0.0, 0.0, 0.0], matched=[5.0, 6.0, 4.0], l2=[0.05, 0.07, 0.06])  # no naive barrier to reduce
+    assert _analysis_verdicts(pairs=flat)[L2_CLAIM] == "inconclusive (no source pair has a naive barrier > 0 to reduce)"
     big_l2 = _pairs(naive=[40.0, 45.0, 50.0], matched=[30.0, 33.0, 38.0], l2=[0.7, 0.75, 0.72])
     assert _analysis_verdicts(pairs=big_l2)[L2_CLAIM] == "contradicted"
     one = _analysis_verdicts(pairs=cut.iloc[:1])  # two source seeds: one pair
@@ -295,3 +297,15 @@ def test_claims_page_markdown_keeps_one_cell_per_column():
     n_cols = md[0].count(" | ") + 1
     assert all(line.replace("\\|", "").count(" | ") + 1 == n_cols for line in md)
     assert to_markdown(pd.DataFrame({"x": ["a|b"]})).splitlines()[2] == "| a\\|b |"
+
+
+def test_bad_analysis_inputs_name_their_file(tmp_path):
+    from lfsgan.report.claim_inputs import read_fisher_layers
+
+    (tmp_path / "layers.csv").write_text("layer,fisher_max\nconv1,1.0\n")
+    with pytest.raises(ValueError, match="layers.csv: not a Fisher layer table"):
+        read_fisher_layers(tmp_path / "layers.csv")
+    (tmp_path / "0_1").mkdir()
+    (tmp_path / "0_1" / "lmc.json").write_text(json.dumps({"naive_fid_barrier_max": 3.0}))
+    with pytest.raises(ValueError, match=r"lmc.json: no 'naive_fid_barrier_linear'.*rerun `lfsgan lmc`"):
+        pair_table([], [tmp_path / "0_1" / "lmc.json"])

@@ -58,6 +58,8 @@ def test_summary_and_forgetting_tables(completed_run):
                   "weight matching aligns the top singular vectors more than the tail (per-index alignment)",
                   "weight matching aligns the top singular vectors more than the tail (R(γ))"):
         assert claims.loc[claim, "verdict"] == "inconclusive (n = 1)", claim
+    # n = 1, or no naive barrier to reduce on these barely trained sources: inconclusive either way
+    assert claims.loc["…while lowering the L2 distance only modestly (less than it lowers the barrier)", "verdict"].startswith("inconclusive")
     metrics = json.loads((rep / "metrics.json").read_text())
     assert "lfsgan/sketch/fid" in metrics
 

@@ -19,6 +19,7 @@ final block is not recoverable from the paper text available to us; one block is
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -40,12 +41,25 @@ def layer_group(stage: str, resolution: int, top_resolution: int) -> str | None:
     return LAST if resolution == top_resolution else REST
 
 
+#: the columns of ``layers.csv`` (:func:`lfsgan.fisher.fisher_summary`) that the groups need
+FISHER_COLUMNS = ("stage", "resolution", "n_params", "fisher_mean")
+
+
+def read_fisher_layers(path: str | Path) -> pd.DataFrame:
+    """``layers.csv`` of ``lfsgan fisher``, checked to have :data:`FISHER_COLUMNS` (a ``ValueError`` naming the file)."""
+    table = pd.read_csv(path)
+    missing = set(FISHER_COLUMNS) - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: not a Fisher layer table (no columns {sorted(missing)}); rerun `lfsgan fisher`")
+    return table
+
+
 def fisher_by_group(layers: pd.DataFrame) -> dict[str, float]:
     """Mean diagonal Fisher per parameter of each group, ``Σ_ℓ F̄_ℓ n_ℓ / Σ_ℓ n_ℓ`` over its layers, from
     :func:`lfsgan.fisher.fisher_summary`'s table (``layers.csv``: ``fisher_mean`` F̄_ℓ, ``n_params`` n_ℓ)."""
-    missing = {"stage", "resolution", "n_params", "fisher_mean"} - set(layers.columns)
+    missing = set(FISHER_COLUMNS) - set(layers.columns)
     if missing:
-        raise KeyError(f"Fisher layer table lacks the columns {sorted(missing)}")
+        raise ValueError(f"Fisher layer table lacks the columns {sorted(missing)}")
     top = int(layers.loc[layers["stage"] == "synthesis", "resolution"].max())
     group = [layer_group(s, int(r), top) for s, r in zip(layers["stage"], layers["resolution"])]
     df = layers.assign(group=group, total=layers["fisher_mean"] * layers["n_params"]).dropna(subset=["group"])
@@ -83,7 +97,10 @@ def task_weight_changes(task_files: Iterable[str | Path], source_g: Mapping[str,
         tensors, meta = load_checkpoint(path)
         if "g" not in tensors:
             continue
-        wf = meta["workflow"]
+        wf = meta.get("workflow") or {}
+        if not {"method", "task", "task_index"} <= set(wf) or set(names) - set(tensors["g"]):
+            raise ValueError(f"{path}: not a task state of this model (needs meta 'workflow' and every generator "
+                             "parameter); rerun `lfsgan train-task`")
         base = wf["method"].partition(REPLICATE_SEP)[0]
         for group, change in weight_change(tensors["g"], source_g, names).items():
             rows.append({"method": wf["method"], "base_method": base, "replicate": int(wf.get("replicate", 0)),
@@ -106,24 +123,35 @@ def pair_table(match: Iterable[str | Path], lmc: Iterable[str | Path] = ()) -> p
     rows: dict[str, dict] = {}
     for path in match:
         path = Path(path)
-        rec = json.loads(path.read_text())
-        svd = pd.read_csv(path.parent / "svd.csv").dropna(subset=["align_tail_after", "align_tail_before"])
-        row = {"pair": path.parent.name, "l2_reduction": rec["g_l2_reduction"],
-               "top_gain": float((svd["align_top_after"] - svd["align_top_before"]).mean()),
-               "tail_gain": float((svd["align_tail_after"] - svd["align_tail_before"]).mean())}
-        gammas = sorted(float(g) for g in rec["gammas"])
-        if len(gammas) >= 2:
-            for side, g in (("high", gammas[-1]), ("low", gammas[0])):
-                row[f"gamma_{side}"] = g
-                row[f"r_gain_{side}"] = rec[f"g_r_gamma_{g:g}_after"] - rec[f"g_r_gamma_{g:g}_before"]
+        with _fields(path, "lfsgan match"):
+            rec = json.loads(path.read_text())
+            svd = pd.read_csv(path.parent / "svd.csv").dropna(subset=["align_tail_after", "align_tail_before"])
+            row = {"pair": path.parent.name, "l2_reduction": rec["g_l2_reduction"],
+                   "top_gain": float((svd["align_top_after"] - svd["align_top_before"]).mean()),
+                   "tail_gain": float((svd["align_tail_after"] - svd["align_tail_before"]).mean())}
+            gammas = sorted(float(g) for g in rec["gammas"])
+            if len(gammas) >= 2:
+                for side, g in (("high", gammas[-1]), ("low", gammas[0])):
+                    row[f"gamma_{side}"] = g
+                    row[f"r_gain_{side}"] = rec[f"g_r_gamma_{g:g}_after"] - rec[f"g_r_gamma_{g:g}_before"]
         rows[row["pair"]] = row
     for path in lmc:
-        rec = json.loads(Path(path).read_text())
-        naive, matched = rec["naive_fid_barrier_linear"], rec["matched_fid_barrier_linear"]
+        with _fields(path, "lfsgan lmc"):
+            rec = json.loads(Path(path).read_text())
+            naive, matched = rec["naive_fid_barrier_linear"], rec["matched_fid_barrier_linear"]
         rows.setdefault(Path(path).parent.name, {"pair": Path(path).parent.name}).update(
             naive_barrier=naive, matched_barrier=matched,
             barrier_reduction=1 - matched / naive if naive > 0 else float("nan"))
     return pd.DataFrame(list(rows.values()))
+
+
+@contextmanager
+def _fields(path: str | Path, verb: str):
+    """A missing key or column of ``path`` as one ``ValueError`` naming the file and the verb that writes it."""
+    try:
+        yield
+    except KeyError as e:
+        raise ValueError(f"{path}: no {e} (written by an older or another tool?); rerun `{verb}`") from e
 
 
 def source_distance(metrics: pd.DataFrame, lmc: Iterable[str | Path], cache_dir: str | Path | None) -> pd.DataFrame | str:
@@ -139,7 +167,8 @@ def source_distance(metrics: pd.DataFrame, lmc: Iterable[str | Path], cache_dir:
     if not lmc:
         return ("the real source set's FID features, which the LMC rule writes (permutation enabled with "
                 ">= 2 source seeds)")
-    source_name = json.loads(Path(lmc[0]).read_text())["metric_protocol"]["real_stats_cache"]["name"]
+    with _fields(lmc[0], "lfsgan lmc"):
+        source_name = json.loads(Path(lmc[0]).read_text())["metric_protocol"]["real_stats_cache"]["name"]
     column = "protocol.fid_kid.real_stats_cache.name"
     if column not in metrics:
         return "metrics files that name their real set's FID features (protocol.fid_kid.real_stats_cache)"

@@ -30,6 +30,11 @@ class NotRun(Exception):
     """A side's input is not produced by this config; the message says what is needed."""
 
 
+class Undefined(Exception):
+    """A side's input was produced but its quantity is undefined on it (e.g. a relative reduction of a
+    zero barrier); the message says why, and the verdict is inconclusive for that reason."""
+
+
 @dataclass(frozen=True)
 class ClaimInputs:
     """Everything a claim may read. ``fisher``: one ``layers.csv`` table per Fisher (source seed);
@@ -138,20 +143,22 @@ def _change(group: str) -> Callable[[ClaimInputs], Estimate]:
     return compute
 
 
-def _pairs(column: str, needs: str) -> Callable[[ClaimInputs], Estimate]:
-    """``column`` of the source-pair table, one value per pair."""
+def _pairs(column: str, needs: str, undefined: str = "") -> Callable[[ClaimInputs], Estimate]:
+    """``column`` of the source-pair table, one value per pair (NaN where ``undefined`` says why)."""
 
     def compute(inputs: ClaimInputs) -> Estimate:
         pairs = inputs.pairs
-        if pairs is None or pairs.empty or column not in pairs or pairs[column].isna().all():
+        if pairs is None or pairs.empty or column not in pairs:
             raise NotRun(needs)
+        if pairs[column].isna().all():
+            raise Undefined(undefined or f"{column} is undefined for every source pair")
         return estimate(pairs[column])
 
     return compute
 
 
 _NEEDS_MATCH = "weight matching of >= 2 source seeds (permutation enabled; match.json, svd.csv)"
-_NEEDS_LMC = "LMC curves of >= 2 source seeds with a positive naive barrier (permutation enabled; lmc.json)"
+_NEEDS_LMC = "LMC curves of >= 2 source seeds (permutation enabled; lmc.json)"
 _NEEDS_GAMMAS = "R(γ) at two or more thresholds (permutation.gammas with >= 2 values)"
 
 
@@ -212,7 +219,7 @@ CLAIMS: tuple[Claim, ...] = (
           "…while lowering the L2 distance only modestly (less than it lowers the barrier)",
           Measure("L2 reduction", "1 − ‖W_A − π(W_B)‖ / ‖W_A − W_B‖, per source pair", _pairs("l2_reduction", _NEEDS_MATCH)),
           Measure("barrier reduction", "1 − barrier(matched) / barrier(naive), per source pair",
-                  _pairs("barrier_reduction", _NEEDS_LMC)), "less"),
+                  _pairs("barrier_reduction", _NEEDS_LMC, "no source pair has a naive barrier > 0 to reduce")), "less"),
     Claim("wm-top-vs-tail", "Ito et al. 2024 (claim 2)",
           "weight matching aligns the top singular vectors more than the tail (per-index alignment)",
           Measure("top-k", "gain in (u_i^A·u_i^B)(v_i^A·v_i^B) over the top-k pairs, mean over layers, per source pair",
@@ -256,7 +263,7 @@ def claims_table(df: pd.DataFrame, methods: dict[str, dict], **analyses: Any) ->
     inputs = ClaimInputs(df, methods, **analyses)
     out = []
     for c in CLAIMS:
-        shown, values, missing = [], [], []
+        shown, values, missing, undefined = [], [], [], []
         for side in (c.left, c.right):
             if not isinstance(side, (Row, Measure)):
                 shown.append(f"{side:g} (fixed)")
@@ -267,10 +274,15 @@ def claims_table(df: pd.DataFrame, methods: dict[str, dict], **analyses: Any) ->
             except NotRun as e:
                 name, value = side.label, None
                 missing.append(str(e))
+            except Undefined as e:
+                name, value = side.label, None
+                undefined.append(str(e))
             shown.append(f"{name}: {side.quantity}")
             values.append(value)
         if missing:
             result = "not run: " + "; ".join(dict.fromkeys(missing))
+        elif undefined:
+            result = f"inconclusive ({'; '.join(undefined)})"
         else:
             result = verdict(values[0], values[1], c.expect)
         out.append({

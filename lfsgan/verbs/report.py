@@ -20,7 +20,7 @@ from lfsgan.report import (
     summary_table,
     to_markdown,
 )
-from lfsgan.report.claim_inputs import pair_table, source_distance, task_weight_changes
+from lfsgan.report.claim_inputs import pair_table, read_fisher_layers, source_distance, task_weight_changes
 from lfsgan.report.claims import claims_table
 from lfsgan.report.figures import plot_quality
 from lfsgan.train import build_models
@@ -135,7 +135,7 @@ def run(
 def _analyses(cfg: dict, df: pd.DataFrame, tasks: list[str], match: list[str], lmc: list[str], fisher: str | None,
               source: str | None, cache: str | None) -> dict:
     """The claims' inputs besides the method rows (:class:`lfsgan.report.claims.ClaimInputs`)."""
-    out = {"fisher": (pd.read_csv(fisher),) if fisher else (),
+    out = {"fisher": (read_fisher_layers(fisher),) if fisher else (),
            "pairs": pair_table(match, lmc) if match or lmc else None,
            "distance": source_distance(df, lmc, cache)}
     if source:
