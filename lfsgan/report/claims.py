@@ -73,9 +73,9 @@ class Row:
 
     def measure(self, inputs: ClaimInputs) -> tuple[str, Estimate]:
         name = _first_method(inputs, self.pick, self.label)
-        values = replicate_values(inputs.metrics, name, self.quantity)
+        values = [v for v in replicate_values(inputs.metrics, name, self.quantity) if v == v]  # NaN: no such row
         if not values:
-            raise NotRun(f"{name} has no {self.quantity} value (one task only?)")
+            raise NotRun(f"{name} has no {self.quantity} value in the metrics (forgetting needs >= 2 tasks)")
         isolated = self.quantity.startswith("forgetting:") and inputs.methods[name]["kind"] in ISOLATED_KINDS
         return name, estimate(values, by_construction=isolated)
 
