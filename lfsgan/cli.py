@@ -152,6 +152,8 @@ def _(p):
     p.add_argument("--merge", nargs="*", default=[], help="merge.json files (from `lfsgan merge`)")
     p.add_argument("--fisher", default=None, help="Fisher per-layer CSV")
     p.add_argument("--quality", nargs="*", default=[], help="source quality JSONs from `lfsgan quality`")
+    p.add_argument("--source", default=None, help="source final.pt (fine-tuning's weight change per layer group)")
+    p.add_argument("--cache", default=None, help="FID cache folder (real sets' features: each task's distance from the source)")
     p.add_argument("--out", required=True, help="report folder")
 
 

@@ -81,7 +81,7 @@ _CONVS = re.compile(r"^convs\.(\d+)\.")
 _TO_RGBS = re.compile(r"^to_rgbs\.(\d+)\.")
 
 
-def _layer_of(name: str) -> tuple[str, str, int, tuple]:
+def layer_of(name: str) -> tuple[str, str, int, tuple]:
     """``(layer, stage, resolution, sort key)`` of a rosinality generator parameter name.
 
     Layers: ``style.k`` (mapping), ``input``, ``conv1``, ``to_rgb1``, ``convs.i`` (resolution
@@ -125,7 +125,7 @@ def fisher_summary(fisher: dict[str, torch.Tensor], G: nn.Module) -> pd.DataFram
         )
     rows: dict[str, dict] = {}
     for name in expected:
-        layer, stage, res, key = _layer_of(name)
+        layer, stage, res, key = layer_of(name)
         f = fisher[name].detach().double()
         row = rows.setdefault(layer, dict(layer=layer, stage=stage, resolution=res, key=key,
                                           n_params=0, _sum=0.0, _wsum=0.0, _wn=0, fisher_max=0.0))

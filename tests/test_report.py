@@ -48,6 +48,18 @@ def test_summary_and_forgetting_tables(completed_run):
     assert isolation["verdict"] == "not evidence: by construction (isolated task state)"
     assert "by construction" in isolation["left_value"]
     assert claims.loc["the mode-seeking loss raises diversity (B-LPIPS)", "verdict"].startswith("not run: the config has no")
+    # the analysis claims, from the run's own Fisher, task states, weight matching and FID cache:
+    # one Fisher and one source pair (seeds 0, 1) -> n = 1; two tasks -> no interval for the trend
+    assert claims.loc["the last layers carry the largest Fisher information (mean diagonal Fisher per parameter)", "verdict"] == "inconclusive (n = 1)"
+    change = claims.loc["under plain fine-tuning the last layers change least (‖θ_task − θ_source‖ / ‖θ_source‖)"]
+    assert "n = 2" in change["left_value"] and not change["verdict"].startswith("not run")  # 1 replicate x 2 tasks
+    assert claims.loc["EWC works worse the further the target is from the source (rank correlation)", "verdict"] == "inconclusive (n = 2)"
+    for claim in ("weight matching cuts the LMC barrier (FID barrier)",
+                  "weight matching aligns the top singular vectors more than the tail (per-index alignment)",
+                  "weight matching aligns the top singular vectors more than the tail (R(γ))"):
+        assert claims.loc[claim, "verdict"] == "inconclusive (n = 1)", claim
+    # n = 1, or no naive barrier to reduce on these barely trained sources: inconclusive either way
+    assert claims.loc["…while lowering the L2 distance only modestly (less than it lowers the barrier)", "verdict"].startswith("inconclusive")
     metrics = json.loads((rep / "metrics.json").read_text())
     assert "lfsgan/sketch/fid" in metrics
 

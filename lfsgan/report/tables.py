@@ -100,12 +100,12 @@ def replicated_table(summary: pd.DataFrame, avg: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    """A GitHub-flavoured Markdown table (no extra dependency); ``|`` inside a cell is escaped."""
 
     def fmt(v):
         if isinstance(v, float):
             return format(v, floatfmt)
-        return "" if v is None else str(v)
+        return "" if v is None else str(v).replace("|", "\\|")  # a bare | would split the cell
 
     header = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "| " + " | ".join("---" for _ in df.columns) + " |"

@@ -20,8 +20,11 @@ from lfsgan.report import (
     summary_table,
     to_markdown,
 )
+from lfsgan.report.claim_inputs import pair_table, read_fisher_layers, source_distance, task_weight_changes
 from lfsgan.report.claims import claims_table
 from lfsgan.report.figures import plot_quality
+from lfsgan.train import build_models
+from lfsgan.verbs._models import load_source, model_config
 from lfsgan.report.tables import METRICS, collapse_statement, quality_table, replicated_table
 
 log = logging.getLogger("lfsgan")
@@ -52,6 +55,8 @@ def run(
     merge: list[str] = (),
     fisher: str | None = None,
     quality: list[str] = (),
+    source: str | None = None,
+    cache: str | None = None,
 ) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +96,7 @@ def run(
         qual.to_csv(tmp, index=False)
     plot_quality(qual, out / "quality.png")
 
-    claims = claims_table(df, cfg["methods"])
+    claims = claims_table(df, cfg["methods"], **_analyses(cfg, df, tasks, match, lmc, fisher, source, cache))
     replicated = replicated_table(summary, avg)
     with atomic_path(out / "claims.csv") as tmp:
         claims.to_csv(tmp, index=False)
@@ -100,8 +105,10 @@ def run(
 
     n_reps = int(df.groupby("base_method")["replicate"].nunique().min())
     md = ["# lfsgan report\n", "## Claims of the papers, tested\n",
-          f"Verdicts computed from the numbers below (mean ± 95 % CI over {n_reps} replicate(s) per method; "
-          "inconclusive when n < 2 or the intervals overlap).\n\n", to_markdown(claims)]
+          f"Verdicts computed from the numbers below: mean ± 95 % CI over {n_reps} replicate(s) per method row, "
+          "over Fisher estimates (source seeds), fine-tuning's replicates × tasks, or source pairs for the analyses, "
+          "and a Fisher-z interval over tasks for a rank correlation; inconclusive when a side has too few values "
+          "for an interval or the intervals overlap.\n\n", to_markdown(claims)]
     md += ["\n## Results after the last task (mean ± 95 % CI over replicates)\n", to_markdown(replicated)]
     md += ["\n## Results after the last task, per run\n", to_markdown(_headline_columns(summary))]
     md += ["\n## Quality read-out (demo CNN: digit and domain heads)\n", collapse_statement(qual), "\n",
@@ -123,6 +130,20 @@ def run(
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text("\n".join(md))
     log.info("report written to %s", out)
+
+
+def _analyses(cfg: dict, df: pd.DataFrame, tasks: list[str], match: list[str], lmc: list[str], fisher: str | None,
+              source: str | None, cache: str | None) -> dict:
+    """The claims' inputs besides the method rows (:class:`lfsgan.report.claims.ClaimInputs`)."""
+    out = {"fisher": (read_fisher_layers(fisher),) if fisher else (),
+           "pairs": pair_table(match, lmc) if match or lmc else None,
+           "distance": source_distance(df, lmc, cache)}
+    if source:
+        mcfg = model_config(cfg)
+        g_source, _, _ = load_source(source, mcfg)
+        names = [n for n, _ in build_models(mcfg)[0].named_parameters()]
+        out["weight_change"] = task_weight_changes(tasks, g_source, names)
+    return out
 
 
 def _quality_protocol(metrics: list[str], sources: list[str]) -> str:

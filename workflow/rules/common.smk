@@ -150,6 +150,7 @@ def _report_inputs(wc=None):
         "match": [f"results/permutation/{a}_{b}/match.json" for a, b in PAIRS],
         "merge": [f"results/merge/{s}/merge.json" for s in MERGE_SETS],
         "fisher": "results/fisher/layers.csv",
+        "source": source_checkpoint(),  # fine-tuning's weight change per layer group (claims page)
         "quality": [f"results/quality/source/seed{s}.json" for s in SEEDS] if DEMO_EXTRACTOR else [],
     }
 

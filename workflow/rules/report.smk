@@ -32,4 +32,5 @@ rule report:
         runtime=RES["runtime"],
     shell:
         "lfsgan report --config {CONFIG_FILE} --metrics {input.metrics} --tasks {input.tasks} --grids {input.grids}"
-        " {params.lmc} {params.match} {params.merge} {params.quality} --fisher {input.fisher} --out {params.out} > {log} 2>&1"
+        " {params.lmc} {params.match} {params.merge} {params.quality} --fisher {input.fisher} --source {input.source}"
+        " --cache results/eval/.cache --out {params.out} > {log} 2>&1"
