@@ -12,7 +12,8 @@ distance before/after.
     python benchmarks/match.py --nets G --ste-steps 20   # + STE search: seconds per 100 steps
 
 ``--many N`` times MergeMany (``match_many``) of N independently initialised generators and prints
-its ratio to the two-model WM of G measured in the same run. ``--ste-steps K`` runs K steps of the
+its ratio to the two-model WM of G measured in the same run, the split between the anchored start
+(N - 1 plain WM runs) and the rounds, and the LAPs the rounds solved. ``--ste-steps K`` runs K steps of the
 STE search (two generators, the non-saturating loss against two random discriminators, batch
 ``--ste-batch``) and reports seconds per 100 steps, split into projection (WM) and forward/backward.
 """
@@ -114,7 +115,9 @@ def main() -> None:
         anchor_s, anchor_cpu = time.perf_counter() - t0, time.process_time() - c0
         base = next((r for r in rows if r["net"] == "G"), None)
         row = {"net": f"G x{args.many} MergeMany", "rounds": res.rounds, "converged": res.converged, "total_s": round(many_s, 3),
-               "cpu_s": round(many_cpu, 3), "anchor_total_s": round(anchor_s, 3), "anchor_cpu_s": round(anchor_cpu, 3)}
+               "cpu_s": round(many_cpu, 3), "init_s": round(res.timings["init"], 3), "rounds_s": round(res.timings["rounds"], 3),
+               "rounds_cost_s": round(res.timings["cost"], 3), "rounds_lap_steps": res.timings["lap_steps"],
+               "anchor_total_s": round(anchor_s, 3), "anchor_cpu_s": round(anchor_cpu, 3)}
         if base:  # CPU-second ratios are the robust ones on a loaded machine
             row.update(ratio_wall=round(many_s / base["total_s"], 2), ratio_cpu=round(many_cpu / base["cpu_s"], 2),
                        anchor_ratio_cpu=round(anchor_cpu / base["cpu_s"], 2))

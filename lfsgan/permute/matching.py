@@ -103,8 +103,22 @@ def _effective(state: Mapping[str, torch.Tensor], spec: PermutationSpec, device)
 class _Problem:
     """Effective float64 tensors of A and B (:func:`_effective`) and the cached per-tensor terms of J."""
 
-    def __init__(self, layout: _Layout, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], sizes: dict[str, int], device):
+    def __init__(
+        self,
+        layout: _Layout,
+        a: Mapping[str, torch.Tensor],
+        b: Mapping[str, torch.Tensor],
+        sizes: dict[str, int],
+        device,
+        terms: dict | None = None,
+        a_version: Mapping[str, tuple] | None = None,
+    ):
         self.layout, self.spec, self.sizes, self.device = layout, layout.spec, sizes, device
+        # per (p, key, axis): (state of its inputs, A_key(axis) · B̃_key(axis)ᵀ), see :meth:`cost`;
+        # may be shared by successive problems of the same B whose A differs only in some tensors,
+        # ``a_version[key]`` identifying the values of A's tensor ``key``
+        self.terms = {} if terms is None else terms
+        self.a_version = {} if a_version is None else a_version
         self.a: dict[str, torch.Tensor] = {}
         self.b: dict[str, torch.Tensor] = {}
         self.constant = 0.0  # J terms of in-cost tensors without a permuted axis
@@ -121,7 +135,7 @@ class _Problem:
         self.scale = max(np.sqrt(norm_a * norm_b), np.finfo(float).tiny)
         self.perm_to_axes, self.linear, self.quadratic = layout.perm_to_axes, layout.linear, layout.quadratic
         self.quad_keys, self.deps = layout.quad_keys, layout.deps
-        self._a_lin: dict[str, torch.Tensor] = {}  # per p: [n, Σ rest] concatenated A(axis), built once
+        self._a_mats: dict[tuple[str, int], torch.Tensor] = {}  # A_key(axis), built once per problem
 
     def term(self, key: str, perms: Mapping[str, torch.Tensor]) -> float:
         """``<A_key, π(B)_key>`` at ``perms``."""
@@ -131,9 +145,6 @@ class _Problem:
     def a_mat(self, key: str, axis: int, n: int) -> torch.Tensor:
         """``A_key(axis)``: ``axis`` moved to the front (first ``n`` entries), the rest flattened → ``[n, rest]``."""
         return self.a[key].movedim(axis, 0)[:n].reshape(n, -1)
-
-    def a_empty(self, n: int) -> torch.Tensor:
-        return torch.zeros(n, 0, dtype=torch.float64, device=self.device)
 
     def b_mat(self, key: str, axis: int, n: int, perms: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``B̃_key(axis)``: like :meth:`a_mat`, with every other axis permuted by its current perm."""
@@ -149,18 +160,33 @@ class _Problem:
             x = x.index_select(ax + (ax < axis), index.to(x.device))
         return x[:n].reshape(n, -1)
 
-    def cost(self, p: str, perms: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def term_matrix(self, p: str, key: str, axis: int, perms: Mapping[str, torch.Tensor], version: Mapping[str, int]) -> torch.Tensor:
+        """``A_key(axis) · B̃_key(axis)ᵀ`` ``[n, n]``, p's share from one tensor axis; reused while
+        A's tensor and B's permutations on the other axes (their ``version``) are unchanged."""
+        n = self.sizes[p]
+        ts = self.spec[key]
+        state = (self.a_version.get(key, ()), tuple(version[q] for ax, q in enumerate(ts.axes) if q is not None and ax != axis))
+        hit = self.terms.get((p, key, axis))
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        if (key, axis) not in self._a_mats:
+            self._a_mats[key, axis] = self.a_mat(key, axis, n)
+        value = self._a_mats[key, axis] @ self.b_mat(key, axis, n, perms).T
+        self.terms[p, key, axis] = (state, value)
+        return value
+
+    def cost(self, p: str, perms: Mapping[str, torch.Tensor], version: Mapping[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(C_p, L_p)``, both ``[n, n]``: ``C_p[i, j]`` = similarity of unit i of A and unit j of
         B̃ over all of p's tensors; ``L_p`` the part from tensors carrying p once, for which
-        ``Σ_i L_p[i, perm[i]]`` is exactly their share of J."""
+        ``Σ_i L_p[i, perm[i]]`` is exactly their share of J. Built as the sum of the per-tensor
+        terms (:meth:`term_matrix`), of which only those whose inputs moved are recomputed."""
         n = self.sizes[p]
-        if p not in self._a_lin:  # [n, 0] when p has no linear tensors
-            self._a_lin[p] = torch.cat([self.a_mat(k, ax, n) for k, ax in self.linear[p]] or [self.a_empty(n)], 1)
-        b_lin = torch.cat([self.b_mat(k, ax, n, perms) for k, ax in self.linear[p]] or [self.a_empty(n)], 1)
-        lin = self._a_lin[p] @ b_lin.T
+        lin = torch.zeros(n, n, dtype=torch.float64, device=self.device)
+        for key, axis in self.linear[p]:
+            lin += self.term_matrix(p, key, axis, perms, version)
         total = lin.clone()
         for key, axis in self.quadratic[p]:
-            total.addmm_(self.a_mat(key, axis, n), self.b_mat(key, axis, n, perms).T)
+            total += self.term_matrix(p, key, axis, perms, version)
         return total, lin
 
     def l2(self, objective: float) -> float:
@@ -255,7 +281,7 @@ def _ascent(
             if skip_unchanged and seen.get(p) in ((state, None), (state, threshold)):
                 continue  # C_p is unchanged since p was last solved: the LAP would give the same answer
             t0 = time.perf_counter()
-            cost, lin = prob.cost(p, perms)
+            cost, lin = prob.cost(p, perms, version)
             t1 = time.perf_counter()
             _, cols = linear_sum_assignment(cost.cpu().numpy(), maximize=True)
             t2 = time.perf_counter()
@@ -423,7 +449,11 @@ def _merge_many_rounds(
       target's values in p's tensors, i.e. on the other models' perms on any axis of them
       (``_Layout.inputs``). When none of these moved since model i last solved p, the LAP would
       return the same answer, so it is skipped — as :func:`match`'s ``skip_unchanged`` does within
-      one run (a model none of whose inputs moved solves no LAP at all).
+      one run (a model none of whose inputs moved solves no LAP at all);
+    * model i keeps its per-tensor cost terms ``θ̄_{-i,t}(axis) · π̃_i(θ_i)_t(axis)ᵀ``
+      (:meth:`_Problem.term_matrix`) across rounds: a term is recomputed only when the target's
+      tensor t (the other models' perms on t's axes) or model i's perms on t's other axes moved,
+      so a ``C_p`` whose neighbours moved recomputes only their tensors' share.
 
     The summed distance of ``history`` is computed from the cached effective tensors.
     """
@@ -440,6 +470,7 @@ def _merge_many_rounds(
     aligned = [{key: aligned_key(i, key) for key in eff[i]} for i in range(n)]
     versions = [{p: 0 for p in layout.active} for _ in range(n)]
     seen: list[dict[str, tuple]] = [{} for _ in range(n)]
+    terms: list[dict] = [{} for _ in range(n)]  # per model: its cost terms (_Problem.term_matrix)
     keys_of = {p: {k for k, _ in layout.perm_to_axes[p]} for p in layout.active}
 
     def distance() -> float:
@@ -452,7 +483,8 @@ def _merge_many_rounds(
             others = [j for j in range(n) if j != i]
             target = {k: sum(aligned[j][k] for j in others) / (n - 1) for k in eff[i]}
             target_version = {p: tuple(versions[j][q] for j in others for q in layout.inputs[p]) for p in layout.active}
-            prob = _Problem(layout, target, eff[i], sizes, device)
+            key_version = {k: tuple(versions[j][q] for j in others for q in spec[k].axes if q is not None) for k in target}
+            prob = _Problem(layout, target, eff[i], sizes, device, terms=terms[i], a_version=key_version)
             before = dict(versions[i])
             res = _ascent(prob, dict(perms[i]), max_iter=max_iter, seed=seed + 1000 * r + i, rtol=rtol, progress=progress,
                           version=versions[i], seen=seen[i], target_version=target_version)
