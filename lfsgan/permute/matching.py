@@ -215,6 +215,8 @@ def match(
     ``skip_unchanged`` skips a permutation whose cost matrix cannot have changed since it was last
     solved (none of the permutations it depends on moved): the LAP would return the same answer,
     so results are identical and late sweeps are much cheaper. Skipped visits add no history entry.
+    A solved ``C_p`` is summed from per-tensor terms, each recomputed only when a permutation on
+    its tensor's other axes moved (:meth:`_Problem.term_matrix`).
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
