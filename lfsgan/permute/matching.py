@@ -36,7 +36,6 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from lfsgan.permute.apply import apply_permutation, permute_viewed, viewed
-from lfsgan.permute.lmc import average_states
 from lfsgan.permute.spec import PermutationSpec, check_perms, identity_perms
 
 #: default relative tolerance: an LAP step counts as an improvement only if it raises J by more
