@@ -12,9 +12,11 @@ distance before/after.
     python benchmarks/match.py --nets G --ste-steps 20   # + STE search: seconds per 100 steps
 
 ``--many N`` times MergeMany (``match_many``) of N independently initialised generators and prints
-its ratio to the two-model WM of G measured in the same run. ``--ste-steps K`` runs K steps of the
+its ratio to the two-model WM of G measured in the same run, the split between the anchored start
+(N - 1 plain WM runs) and the rounds, and the LAPs the rounds solved. ``--ste-steps K`` runs K steps of the
 STE search (two generators, the non-saturating loss against two random discriminators, batch
-``--ste-batch``) and reports seconds per 100 steps, split into projection (WM) and forward/backward.
+``--ste-batch``) and reports seconds per 100 steps, split into projection (WM) and forward/backward,
+beside the WM time of the same pair measured in this run (at 256 px a few steps, extrapolated).
 """
 
 from __future__ import annotations
@@ -114,14 +116,16 @@ def main() -> None:
         anchor_s, anchor_cpu = time.perf_counter() - t0, time.process_time() - c0
         base = next((r for r in rows if r["net"] == "G"), None)
         row = {"net": f"G x{args.many} MergeMany", "rounds": res.rounds, "converged": res.converged, "total_s": round(many_s, 3),
-               "cpu_s": round(many_cpu, 3), "anchor_total_s": round(anchor_s, 3), "anchor_cpu_s": round(anchor_cpu, 3)}
+               "cpu_s": round(many_cpu, 3), "init_s": round(res.timings["init"], 3), "rounds_s": round(res.timings["rounds"], 3),
+               "rounds_cost_s": round(res.timings["cost"], 3), "rounds_lap_steps": res.timings["lap_steps"],
+               "anchor_total_s": round(anchor_s, 3), "anchor_cpu_s": round(anchor_cpu, 3)}
         if base:  # CPU-second ratios are the robust ones on a loaded machine
             row.update(ratio_wall=round(many_s / base["total_s"], 2), ratio_cpu=round(many_cpu / base["cpu_s"], 2),
                        anchor_ratio_cpu=round(anchor_cpu / base["cpu_s"], 2))
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         rows.append(row)
     if args.ste_steps:
-        sd_a, sd_b = _state(None, None, build_g, 0), _state(None, None, build_g, 1)
+        sd_a, sd_b = _state(None, None, build_g, args.seeds[0]), _state(None, None, build_g, args.seeds[1])
         G = build_g().eval().requires_grad_(False)
         Ds = [build_d() for _ in range(2)]
         res = ste_search([sd_a, sd_b], generator_spec(sd_a), generator_loss(G, Ds), latent_dim=args.style_dim,
@@ -130,6 +134,9 @@ def main() -> None:
         per100 = {k: round(100 * v / args.ste_steps, 2) for k, v in res.timings.items()}
         row = {"net": "G STE", "steps": args.ste_steps, "batch": args.ste_batch, "s_per_100_steps": round(sum(per100.values()), 2),
                **{f"{k}_s_per_100": v for k, v in per100.items()}}
+        base = next((r for r in rows if r["net"] == "G"), None)
+        if base and args.g_a is None:  # the same pair (init seeds --seeds) as the WM row of this run
+            row.update(wm_s=base["total_s"], per_100_steps_over_wm=round(row["s_per_100_steps"] / base["total_s"], 1))
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         rows.append(row)
     if args.json:

@@ -36,7 +36,6 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from lfsgan.permute.apply import apply_permutation, permute_viewed, viewed
-from lfsgan.permute.lmc import average_states
 from lfsgan.permute.spec import PermutationSpec, check_perms, identity_perms
 
 #: default relative tolerance: an LAP step counts as an improvement only if it raises J by more
@@ -60,39 +59,15 @@ class MatchResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class _Problem:
-    """Effective float64 copies of A and B (viewed per spec) and the cached per-tensor terms of J."""
+class _Layout:
+    """What the spec says about J: per permutation its in-cost ``(key, axis)`` entries, split into
+    tensors carrying it once (J linear in it) and twice (quadratic), and what ``C_p`` depends on."""
 
-    def __init__(self, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], spec: PermutationSpec, device):
-        spec.check_state(a, "params_a")
-        spec.check_state(b, "params_b")
-        self.spec, self.device = spec, device
-        self.sizes = spec.perm_sizes(a)
-        if spec.perm_sizes(b) != self.sizes:
-            raise ValueError(f"{spec.name}: params_a and params_b have different permutation sizes")
-        self.a: dict[str, torch.Tensor] = {}
-        self.b: dict[str, torch.Tensor] = {}
-        self.constant = 0.0  # J terms of in-cost tensors without a permuted axis
-        norm_a = norm_b = 0.0
-        for key, ts in spec.tensors.items():
-            if not ts.in_cost:
-                continue
-            if a[key].shape != b[key].shape:
-                raise ValueError(f"{spec.name}: {key!r} has shape {tuple(a[key].shape)} in A, {tuple(b[key].shape)} in B")
-            ta = viewed(a[key], ts).to(device=device, dtype=torch.float64) * ts.gain
-            tb = viewed(b[key], ts).to(device=device, dtype=torch.float64) * ts.gain
-            norm_a += float(ta.square().sum())
-            norm_b += float(tb.square().sum())
-            if ts.permuted:
-                self.a[key], self.b[key] = ta, tb
-            else:
-                self.constant += float((ta * tb).sum())
-        self.norm2 = norm_a + norm_b
-        self.scale = max(np.sqrt(norm_a * norm_b), np.finfo(float).tiny)
+    def __init__(self, spec: PermutationSpec):
+        self.spec = spec
         self.perm_to_axes = {
             p: [(k, ax) for k, ax in entries if spec[k].in_cost] for p, entries in spec.perm_to_axes.items()
         }
-
         # per perm: (key, axis) entries of tensors carrying p once (J exactly linear in p) and
         # keys carrying p on two axes (StyleGAN2's [1, C_r, C_r, 3, 3]: J quadratic in p)
         self.linear: dict[str, list[tuple[str, int]]] = {}
@@ -102,12 +77,64 @@ class _Problem:
             self.linear[p] = [(k, ax) for k, ax in entries if count[k] == 1]
             self.quadratic[p] = [(k, ax) for k, ax in entries if count[k] > 1]
         self.quad_keys = {k for entries in self.quadratic.values() for k, _ in entries}
-        # perms C_p depends on: those on the *other* axes of p's tensors (p itself if quadratic)
+        # perms B̃'s side of C_p depends on: those on the *other* axes of p's tensors (p itself if quadratic)
         self.deps = {
             p: sorted({q for k, axis in entries for ax, q in enumerate(spec[k].axes) if q is not None and ax != axis})
             for p, entries in self.perm_to_axes.items()
         }
-        self._a_lin: dict[str, torch.Tensor] = {}  # per p: [n, Σ rest] concatenated A(axis), built once
+        # perms A's side of C_p depends on when A is itself a permuted model (MergeMany's target):
+        # every perm on any axis of p's tensors
+        self.inputs = {
+            p: sorted({q for k, _ in entries for q in spec[k].axes if q is not None}) for p, entries in self.perm_to_axes.items()
+        }
+        self.active = [p for p in spec.perm_names if self.perm_to_axes[p]]  # perms that enter J
+
+
+def _effective(state: Mapping[str, torch.Tensor], spec: PermutationSpec, device) -> dict[str, torch.Tensor]:
+    """Every in-cost tensor viewed per spec, as float64 and scaled by its gain (the effective weight)."""
+    return {
+        key: viewed(state[key], ts).to(device=device, dtype=torch.float64) * ts.gain
+        for key, ts in spec.tensors.items()
+        if ts.in_cost
+    }
+
+
+class _Problem:
+    """Effective float64 tensors of A and B (:func:`_effective`) and the cached per-tensor terms of J."""
+
+    def __init__(
+        self,
+        layout: _Layout,
+        a: Mapping[str, torch.Tensor],
+        b: Mapping[str, torch.Tensor],
+        sizes: dict[str, int],
+        device,
+        terms: dict | None = None,
+        a_version: Mapping[str, tuple] | None = None,
+    ):
+        self.layout, self.spec, self.sizes, self.device = layout, layout.spec, sizes, device
+        # per (p, key, axis): (state of its inputs, A_key(axis) · B̃_key(axis)ᵀ), see :meth:`cost`;
+        # may be shared by successive problems of the same B whose A differs only in some tensors,
+        # ``a_version[key]`` identifying the values of A's tensor ``key``
+        self.terms = {} if terms is None else terms
+        self.a_version = {} if a_version is None else a_version
+        self.a: dict[str, torch.Tensor] = {}
+        self.b: dict[str, torch.Tensor] = {}
+        self.constant = 0.0  # J terms of in-cost tensors without a permuted axis
+        norm_a = norm_b = 0.0
+        for key, ta in a.items():
+            tb = b[key]
+            norm_a += float(ta.square().sum())
+            norm_b += float(tb.square().sum())
+            if self.spec[key].permuted:
+                self.a[key], self.b[key] = ta, tb
+            else:
+                self.constant += float((ta * tb).sum())
+        self.norm2 = norm_a + norm_b
+        self.scale = max(np.sqrt(norm_a * norm_b), np.finfo(float).tiny)
+        self.perm_to_axes, self.linear, self.quadratic = layout.perm_to_axes, layout.linear, layout.quadratic
+        self.quad_keys, self.deps = layout.quad_keys, layout.deps
+        self._a_mats: dict[tuple[str, int], torch.Tensor] = {}  # A_key(axis), built once per problem
 
     def term(self, key: str, perms: Mapping[str, torch.Tensor]) -> float:
         """``<A_key, π(B)_key>`` at ``perms``."""
@@ -117,9 +144,6 @@ class _Problem:
     def a_mat(self, key: str, axis: int, n: int) -> torch.Tensor:
         """``A_key(axis)``: ``axis`` moved to the front (first ``n`` entries), the rest flattened → ``[n, rest]``."""
         return self.a[key].movedim(axis, 0)[:n].reshape(n, -1)
-
-    def a_empty(self, n: int) -> torch.Tensor:
-        return torch.zeros(n, 0, dtype=torch.float64, device=self.device)
 
     def b_mat(self, key: str, axis: int, n: int, perms: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``B̃_key(axis)``: like :meth:`a_mat`, with every other axis permuted by its current perm."""
@@ -135,18 +159,33 @@ class _Problem:
             x = x.index_select(ax + (ax < axis), index.to(x.device))
         return x[:n].reshape(n, -1)
 
-    def cost(self, p: str, perms: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def term_matrix(self, p: str, key: str, axis: int, perms: Mapping[str, torch.Tensor], version: Mapping[str, int]) -> torch.Tensor:
+        """``A_key(axis) · B̃_key(axis)ᵀ`` ``[n, n]``, p's share from one tensor axis; reused while
+        A's tensor and B's permutations on the other axes (their ``version``) are unchanged."""
+        n = self.sizes[p]
+        ts = self.spec[key]
+        state = (self.a_version.get(key, ()), tuple(version[q] for ax, q in enumerate(ts.axes) if q is not None and ax != axis))
+        hit = self.terms.get((p, key, axis))
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        if (key, axis) not in self._a_mats:
+            self._a_mats[key, axis] = self.a_mat(key, axis, n)
+        value = self._a_mats[key, axis] @ self.b_mat(key, axis, n, perms).T
+        self.terms[p, key, axis] = (state, value)
+        return value
+
+    def cost(self, p: str, perms: Mapping[str, torch.Tensor], version: Mapping[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(C_p, L_p)``, both ``[n, n]``: ``C_p[i, j]`` = similarity of unit i of A and unit j of
         B̃ over all of p's tensors; ``L_p`` the part from tensors carrying p once, for which
-        ``Σ_i L_p[i, perm[i]]`` is exactly their share of J."""
+        ``Σ_i L_p[i, perm[i]]`` is exactly their share of J. Built as the sum of the per-tensor
+        terms (:meth:`term_matrix`), of which only those whose inputs moved are recomputed."""
         n = self.sizes[p]
-        if p not in self._a_lin:  # [n, 0] when p has no linear tensors
-            self._a_lin[p] = torch.cat([self.a_mat(k, ax, n) for k, ax in self.linear[p]] or [self.a_empty(n)], 1)
-        b_lin = torch.cat([self.b_mat(k, ax, n, perms) for k, ax in self.linear[p]] or [self.a_empty(n)], 1)
-        lin = self._a_lin[p] @ b_lin.T
+        lin = torch.zeros(n, n, dtype=torch.float64, device=self.device)
+        for key, axis in self.linear[p]:
+            lin += self.term_matrix(p, key, axis, perms, version)
         total = lin.clone()
         for key, axis in self.quadratic[p]:
-            total.addmm_(self.a_mat(key, axis, n), self.b_mat(key, axis, n, perms).T)
+            total += self.term_matrix(p, key, axis, perms, version)
         return total, lin
 
     def l2(self, objective: float) -> float:
@@ -175,15 +214,53 @@ def match(
     ``skip_unchanged`` skips a permutation whose cost matrix cannot have changed since it was last
     solved (none of the permutations it depends on moved): the LAP would return the same answer,
     so results are identical and late sweeps are much cheaper. Skipped visits add no history entry.
+    A solved ``C_p`` is summed from per-tensor terms, each recomputed only when a permutation on
+    its tensor's other axes moved (:meth:`_Problem.term_matrix`).
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if device is None:
         device = next(iter(params_a.values())).device
+    spec.check_state(params_a, "params_a")
+    spec.check_state(params_b, "params_b")
+    sizes = spec.perm_sizes(params_a)
+    if spec.perm_sizes(params_b) != sizes:
+        raise ValueError(f"{spec.name}: params_a and params_b have different permutation sizes")
+    for key, ts in spec.tensors.items():
+        if ts.in_cost and params_a[key].shape != params_b[key].shape:
+            raise ValueError(f"{spec.name}: {key!r} has shape {tuple(params_a[key].shape)} in A, {tuple(params_b[key].shape)} in B")
+    prob = _Problem(_Layout(spec), _effective(params_a, spec, device), _effective(params_b, spec, device), sizes, device)
+    perms = identity_perms(sizes) if init is None else check_perms(init, sizes, "init")
+    return _ascent(prob, perms, max_iter=max_iter, seed=seed, rtol=rtol, progress=progress, skip_unchanged=skip_unchanged)
+
+
+def _ascent(
+    prob: _Problem,
+    perms: dict[str, torch.Tensor],
+    *,
+    max_iter: int,
+    seed: int,
+    rtol: float,
+    progress: bool | None = False,
+    skip_unchanged: bool = True,
+    version: dict[str, int] | None = None,
+    seen: dict[str, tuple] | None = None,
+    target_version: Mapping[str, tuple] | None = None,
+) -> MatchResult:
+    """The coordinate ascent of :func:`match` on a built problem, from ``perms``.
+
+    ``version`` (bumped whenever a permutation of B changes) and ``seen`` (per perm: the state of
+    its inputs when ``C_p`` was last solved, and the acceptance threshold if that LAP's answer was
+    rejected) may be carried over from an earlier ascent of the same B; ``target_version[p]``
+    identifies the values of A's tensors that enter ``C_p``. A permutation is skipped when its
+    inputs and A's are unchanged since it was last solved and its answer then is the current
+    permutation (or was rejected under the same threshold): the LAP would return the same answer.
+    """
     timings = {"cost": 0.0, "lap": 0.0, "objective": 0.0}
-    prob = _Problem(params_a, params_b, spec, device)
-    perms = identity_perms(prob.sizes) if init is None else check_perms(init, prob.sizes, "init")
-    active = [p for p in spec.perm_names if prob.perm_to_axes[p]]  # perms that enter J
+    version = {p: 0 for p in prob.layout.active} if version is None else version
+    seen = {} if seen is None else seen
+    target_version = {} if target_version is None else target_version
+    threshold = rtol * prob.scale
 
     t0 = time.perf_counter()
     terms = {key: prob.term(key, perms) for key in prob.a}
@@ -193,8 +270,7 @@ def match(
     obj_hist, l2_hist = [objective], [prob.l2(objective)]
 
     rng = np.random.default_rng(seed)
-    version = {p: 0 for p in active}  # bumped whenever a permutation changes
-    seen: dict[str, list[int]] = {}  # versions of deps[p] when C_p was last solved
+    active = prob.layout.active
     converged, sweeps = False, 0
     bar = tqdm(range(max_iter), desc="weight matching", unit="sweep", disable=None if progress is None else not progress)
     for _ in bar:
@@ -202,29 +278,31 @@ def match(
         improved = False
         for idx in rng.permutation(len(active)):
             p = active[idx]
-            state = [version[q] for q in prob.deps[p]]
-            if skip_unchanged and seen.get(p) == state:
+            state = (target_version.get(p, ()), tuple(version[q] for q in prob.deps[p]))
+            if skip_unchanged and seen.get(p) in ((state, None), (state, threshold)):
                 continue  # C_p is unchanged since p was last solved: the LAP would give the same answer
-            seen[p] = state
             t0 = time.perf_counter()
-            cost, lin = prob.cost(p, perms)
+            cost, lin = prob.cost(p, perms, version)
             t1 = time.perf_counter()
             _, cols = linear_sum_assignment(cost.cpu().numpy(), maximize=True)
             t2 = time.perf_counter()
             timings["cost"] += t1 - t0
             timings["lap"] += t2 - t1
             candidate = torch.from_numpy(cols).long()
+            seen[p] = (state, None)
             if not torch.equal(candidate, perms[p]):
                 trial = {**perms, p: candidate}
                 rows = torch.arange(len(cols), device=lin.device)
                 delta = float(lin[rows, candidate.to(lin.device)].sum() - lin[rows, perms[p].to(lin.device)].sum())
                 touched = {key: prob.term(key, trial) for key, _ in prob.perm_to_axes[p] if key in prob.quad_keys}
                 delta += sum(touched[key] - quad_terms[key] for key in {k for k, _ in prob.quadratic[p]})
-                if delta > rtol * prob.scale:
+                if delta > threshold:
                     perms, improved = trial, True
                     version[p] += 1
                     quad_terms.update(touched)
                     objective += delta
+                else:
+                    seen[p] = (state, threshold)
                 timings["objective"] += time.perf_counter() - t2
             obj_hist.append(objective)
             l2_hist.append(prob.l2(objective))
@@ -249,6 +327,9 @@ class MatchManyResult:
     rounds: int
     converged: bool
     anchor: int | None
+    #: seconds: "init" (the anchored start), "rounds"; and the work of the rounds' coordinate
+    #: ascents: "cost", "lap", "objective" seconds and "lap_steps" (LAPs solved; skipped ones excluded)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def effective_sq_distance(
@@ -328,21 +409,94 @@ def match_many(
         history.append(float(np.triu(pairwise_sq_distances(states, spec, perms)).sum()))
         return MatchManyResult(perms, history, 1, True, anchor)
 
+    t0 = time.perf_counter()
     if init == "anchor":
         perms = anchored(0)
         history.append(float(np.triu(pairwise_sq_distances(states, spec, perms)).sum()))
+    timings = {"init": time.perf_counter() - t0, "rounds": 0.0, "cost": 0.0, "lap": 0.0, "objective": 0.0, "lap_steps": 0}
+    t0 = time.perf_counter()
+    rounds, converged = _merge_many_rounds(states, spec, perms, history, timings, max_rounds=max_rounds, max_iter=max_iter,
+                                           seed=seed, rtol=rtol, round_rtol=round_rtol, device=device, progress=progress)
+    timings["rounds"] = time.perf_counter() - t0
+    return MatchManyResult(perms, history, rounds, converged, None, timings)
+
+
+def _merge_many_rounds(
+    states: Sequence[Mapping[str, torch.Tensor]],
+    spec: PermutationSpec,
+    perms: list[dict[str, torch.Tensor]],
+    history: list[float],
+    timings: dict[str, float],
+    *,
+    max_rounds: int,
+    max_iter: int,
+    seed: int,
+    rtol: float,
+    round_rtol: float,
+    device,
+    progress: bool | None,
+) -> tuple[int, bool]:
+    """MergeMany's rounds (Git Re-Basin App. A.10), updating ``perms`` and ``history`` in place.
+
+    Each step is :func:`match` of model i, warm-started from ``perms[i]``, onto the mean of the
+    others ``θ̄_{-i} = 1/(N-1) Σ_{j≠i} π_j(θ_j)``; what is kept between steps makes it cheaper,
+    not different:
+
+    * every model's effective float64 tensors (:func:`_effective`) and aligned copies
+      ``π_j(θ_j)`` are built once and updated only in the tensors whose permutations moved, so a
+      step's target is a sum of cached tensors instead of a re-averaged, re-converted state dict;
+    * model i keeps its permutations' versions and the state of every ``C_p`` it last solved
+      across rounds; ``C_p`` depends on model i's perms on the other axes of p's tensors and on the
+      target's values in p's tensors, i.e. on the other models' perms on any axis of them
+      (``_Layout.inputs``). When none of these moved since model i last solved p, the LAP would
+      return the same answer, so it is skipped — as :func:`match`'s ``skip_unchanged`` does within
+      one run (a model none of whose inputs moved solves no LAP at all);
+    * model i keeps its per-tensor cost terms ``θ̄_{-i,t}(axis) · π̃_i(θ_i)_t(axis)ᵀ``
+      (:meth:`_Problem.term_matrix`) across rounds: a term is recomputed only when the target's
+      tensor t (the other models' perms on t's axes) or model i's perms on t's other axes moved,
+      so a ``C_p`` whose neighbours moved recomputes only their tensors' share.
+
+    The summed distance of ``history`` is computed from the cached effective tensors.
+    """
+    n = len(states)
+    device = next(iter(states[0].values())).device if device is None else device
+    layout = _Layout(spec)
+    sizes = spec.perm_sizes(states[0])
+    eff = [_effective(s, spec, device) for s in states]
+
+    def aligned_key(i: int, key: str) -> torch.Tensor:
+        ts = spec[key]
+        return permute_viewed(eff[i][key], ts, perms[i]) if ts.permuted else eff[i][key]
+
+    aligned = [{key: aligned_key(i, key) for key in eff[i]} for i in range(n)]
+    versions = [{p: 0 for p in layout.active} for _ in range(n)]
+    seen: list[dict[str, tuple]] = [{} for _ in range(n)]
+    terms: list[dict] = [{} for _ in range(n)]  # per model: its cost terms (_Problem.term_matrix)
+    keys_of = {p: {k for k, _ in layout.perm_to_axes[p]} for p in layout.active}
+
+    def distance() -> float:
+        return sum(float((aligned[i][k] - aligned[j][k]).square().sum()) for i in range(n) for j in range(i + 1, n) for k in eff[i])
+
     rng = np.random.default_rng(seed)
-    aligned = [apply_permutation(s, spec, p) for s, p in zip(states, perms)]
-    converged, rounds = False, 0
     for r in range(max_rounds):
-        rounds += 1
         for i in rng.permutation(n):
-            others = average_states([aligned[j] for j in range(n) if j != i])
-            res = match(others, states[i], spec, seed=seed + 1000 * r + int(i), init=perms[i], **kwargs)
+            i = int(i)
+            others = [j for j in range(n) if j != i]
+            target = {k: sum(aligned[j][k] for j in others) / (n - 1) for k in eff[i]}
+            target_version = {p: tuple(versions[j][q] for j in others for q in layout.inputs[p]) for p in layout.active}
+            key_version = {k: tuple(versions[j][q] for j in others for q in spec[k].axes if q is not None) for k in target}
+            prob = _Problem(layout, target, eff[i], sizes, device, terms=terms[i], a_version=key_version)
+            before = dict(versions[i])
+            res = _ascent(prob, dict(perms[i]), max_iter=max_iter, seed=seed + 1000 * r + i, rtol=rtol, progress=progress,
+                          version=versions[i], seen=seen[i], target_version=target_version)
+            for key in ("cost", "lap", "objective"):
+                timings[key] += res.timings[key]
+            timings["lap_steps"] += len(res.objective_history) - 1
+            moved = [p for p in layout.active if versions[i][p] != before[p]]
             perms[i] = res.perms
-            aligned[i] = apply_permutation(states[i], spec, perms[i])
-        history.append(float(np.triu(pairwise_sq_distances(aligned, spec)).sum()))
+            for key in set().union(*(keys_of[p] for p in moved)) if moved else ():
+                aligned[i][key] = aligned_key(i, key)
+        history.append(distance())
         if history[-2] - history[-1] <= round_rtol * max(history[-2], np.finfo(float).tiny):
-            converged = True
-            break
-    return MatchManyResult(perms, history, rounds, converged, None)
+            return r + 1, True
+    return max_rounds, False
