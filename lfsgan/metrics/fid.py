@@ -123,6 +123,30 @@ def _cache_name(real_sha256: str, weights_sha256: str, layer: str | None) -> str
     return f"real-{real_sha256[:32]}-w{weights_sha256[:16]}-l{layer or 'default'}"
 
 
+def cache_feature_space(name: str) -> str:
+    """The extractor part (``w<weights sha>-l<layer>``) of a real-set cache entry's name: two entries
+    with the same part hold features of the same space, so an FID between them is defined."""
+    return name.split("-", 2)[2]
+
+
+def cached_real_features(cache_dir: str | Path, name: str) -> torch.Tensor:
+    """The real-set features ``[M, F]`` of cache entry ``name`` (tensors only, ``weights_only=True``);
+    FileNotFoundError when the entry was never written."""
+    path = Path(cache_dir) / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"the FID cache entry {path} (rerun the rule that computes it)")
+    return load_checkpoint(path)[0]["features"]
+
+
+def fid_from_features(a: torch.Tensor, b: torch.Tensor, verbose: bool = False) -> float:
+    """Fréchet distance between the Gaussians fitted to two feature sets ``[N, F]`` (torch-fidelity)."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    return float(
+        fid_statistics_to_metric(fid_features_to_statistics(a), fid_features_to_statistics(b), verbose)[KEY_METRIC_FID]
+    )
+
+
 def _feature_extractor(extractor: str, weights: Path, layer: str, cuda: bool, verbose: bool):
     """torch-fidelity's extractor ``extractor`` computing feature ``layer``, with weights from ``weights``.
 
@@ -209,7 +233,6 @@ def fid_kid(
     Returns:
         ``{"fid": float, "kid_mean": float, "kid_std": float, "protocol": dict}``.
     """
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -251,9 +274,7 @@ def fid_kid(
     real_features, cache_hit = _real_features(real, cache_dir / f"{name}.pt", compute)
     logging.getLogger(__name__).info("real-set statistics %s: %s", name, "cached" if cache_hit else "computed")
     fake_features = compute(fake)
-    fid = fid_statistics_to_metric(
-        fid_features_to_statistics(fake_features), fid_features_to_statistics(real_features), verbose
-    )[KEY_METRIC_FID]
+    fid = fid_from_features(fake_features, real_features, verbose)
     kid = kid_features_to_metric(
         fake_features, real_features, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, rng_seed=seed, verbose=verbose
     )

@@ -159,7 +159,7 @@ def source_distance(metrics: pd.DataFrame, lmc: Iterable[str | Path], cache_dir:
     features both sets already have in the FID cache (the target's written by ``evaluate``, named in each
     metrics file's protocol; the source's by ``lmc_curve``, named in ``lmc.json``). Columns ``task,
     distance, protocol``; or a sentence saying what is missing."""
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+    from lfsgan.metrics.fid import cache_feature_space, cached_real_features, fid_from_features
 
     lmc = list(lmc)
     if cache_dir is None:
@@ -173,25 +173,15 @@ def source_distance(metrics: pd.DataFrame, lmc: Iterable[str | Path], cache_dir:
     if column not in metrics:
         return "metrics files that name their real set's FID features (protocol.fid_kid.real_stats_cache)"
     targets = metrics.drop_duplicates("task").set_index("task")[column]
-    extractor = source_name.split("-", 2)[2]  # real-<set sha>-w<weights sha>-l<layer>
-    source = _features(Path(cache_dir) / f"{source_name}.pt")
-    if isinstance(source, str):
-        return source
-    stats_source = fid_features_to_statistics(source)
-    rows = []
-    for task, name in targets.items():
-        if name.split("-", 2)[2] != extractor:
-            return f"the same FID extractor for the source ({source_name}) and task '{task}' ({name})"
-        target = _features(Path(cache_dir) / f"{name}.pt")
-        if isinstance(target, str):
-            return target
-        fid = fid_statistics_to_metric(fid_features_to_statistics(target), stats_source, False)[KEY_METRIC_FID]
-        rows.append({"task": task, "distance": float(fid),
-                     "protocol": f"FID(real {task}, real source) from cached features {name} vs {source_name}"})
+    try:
+        source = cached_real_features(cache_dir, source_name)
+        rows = []
+        for task, name in targets.items():
+            if cache_feature_space(name) != cache_feature_space(source_name):
+                return f"the same FID extractor for the source ({source_name}) and task '{task}' ({name})"
+            fid = fid_from_features(cached_real_features(cache_dir, name), source)
+            rows.append({"task": task, "distance": fid,
+                         "protocol": f"FID(real {task}, real source) from cached features {name} vs {source_name}"})
+    except FileNotFoundError as missing:
+        return str(missing)
     return pd.DataFrame(rows)
-
-
-def _features(path: Path) -> torch.Tensor | str:
-    if not path.is_file():
-        return f"the FID cache entry {path} (rerun the rule that computes it)"
-    return load_checkpoint(path)[0]["features"]
