@@ -33,7 +33,6 @@ class TrainConfig:
     ema_half_life_kimg: float = 10.0  # rosinality: 0.5 ** (32 / (10 * 1000)) at batch 32
     mode_seeking_weight: float = 0.0  # MSGAN term on G's fakes (losses.mode_seeking_penalty); 0 = StyleGAN2 as published
     mode_seeking_pool: int = 1  # block size of the average pooling before the term's image distance
-    mode_seeking_cap: float | None = None  # bound on the term's distance ratio (DSGAN's tau); None = unbounded
     checkpoint_every: int = 500
     sample_every: int = 500
     n_sample_grid: int = 16
@@ -57,8 +56,6 @@ class TrainConfig:
         for name in ("style_mixing", "path_decay"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.mode_seeking_cap is not None and not self.mode_seeking_cap > 0:
-            raise ValueError(f"TrainConfig.mode_seeking_cap must be > 0 or null, got {self.mode_seeking_cap!r}")
         if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1] or null, got {self.ema_decay!r}")
         if self.device not in DEVICES:

@@ -64,9 +64,7 @@ def path_length_penalty(
 MS_EPS = 1e-5  # MSGAN's official epsilon
 
 
-def mode_seeking_penalty(
-    fake_img: torch.Tensor, latents: torch.Tensor, pool: int = 1, cap: float | None = None
-) -> torch.Tensor:
+def mode_seeking_penalty(fake_img: torch.Tensor, latents: torch.Tensor, pool: int = 1) -> torch.Tensor:
     """Mode-seeking regulariser of MSGAN (Mao et al. 2019, Eq. 3), as its official code computes it:
 
     ``L_ms = 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps)``,
@@ -75,9 +73,6 @@ def mode_seeking_penalty(
     apart in proportion to their latents, which counters the collapse of every ``z`` onto one image.
     ``pool > 1`` averages the images over ``pool x pool`` blocks first, so that distance is measured
     on shapes rather than on per-pixel noise (which the noise inputs would otherwise supply for free).
-    ``cap`` bounds the ratio as DSGAN does (Yang et al. 2019, Eq. 2, ``min(ratio, tau)``): above it
-    the term is constant, so it only resists collapse and never rewards more spread than ``cap``
-    (e.g. the real set's own ratio) — unbounded, it pays for frames and blobs that differ in pixels.
     ``fake_img [B, 3, H, W]``, ``latents [B, L]`` (the z's that made the images; style-mixed pairs
     concatenated), ``B >= 2``.
     """
@@ -87,5 +82,4 @@ def mode_seeking_penalty(
     x = F.avg_pool2d(fake_img, pool) if pool > 1 else fake_img  # [B, 3, H/pool, W/pool]
     d_img = (x[:half] - x[half : 2 * half]).abs().mean()
     d_z = (latents[:half] - latents[half : 2 * half]).abs().mean()
-    ratio = d_img / d_z if cap is None else torch.clamp(d_img / d_z, max=cap)
-    return 1.0 / (ratio + MS_EPS)
+    return 1.0 / (d_img / d_z + MS_EPS)

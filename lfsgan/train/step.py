@@ -152,7 +152,7 @@ class Trainer:
         terms = m.generator_loss_terms(G, D, real, step)
         if cfg.mode_seeking_weight > 0:
             z = torch.cat(latents, 1)  # [B, L]
-            ms = mode_seeking_penalty(fake, z, cfg.mode_seeking_pool, cfg.mode_seeking_cap)
+            ms = mode_seeking_penalty(fake, z, cfg.mode_seeking_pool)
             terms = {**terms, "msgan": cfg.mode_seeking_weight * ms}
         for name, value in terms.items():
             _check_finite(name, value, step)
