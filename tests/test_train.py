@@ -109,6 +109,17 @@ def test_mode_seeking_term_enters_the_g_step_only_when_weighted():
     assert any(changed)  # ... but the term moved G differently
 
 
+def test_mode_seeking_schedule_sets_the_weight_from_each_listed_iteration():
+    cfg = config(mode_seeking_weight=3.0, mode_seeking_schedule=[[2, 0.5], [4, 0]])
+    assert [cfg.mode_seeking_weight_at(s) for s in range(6)] == [3.0, 3.0, 0.5, 0.5, 0.0, 0.0]
+    trainer = Trainer(*models(), config(r1_gamma=0.0, path_reg_weight=0.0, mode_seeking_weight=2.0, mode_seeking_schedule=[[1, 0.0]]))
+    real = next(sampler(cfg))
+    assert "msgan" in trainer.step(0, real) and "msgan" not in trainer.step(1, real)  # the weight 0 switches the term off
+    for bad in ([[4, 1.0], [2, 1.0]], [[1, -1.0]], [[1.5, 1.0]], [3, 1.0]):
+        with pytest.raises(ValueError, match="mode_seeking_schedule"):
+            config(mode_seeking_schedule=bad)
+
+
 def test_steps_run_and_lazy_regularisers_follow_their_intervals():
     G, D = models()
     cfg = config(r1_every=3, path_reg_every=2, lr_g=0.002, lr_d=0.003)

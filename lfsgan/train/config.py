@@ -33,6 +33,9 @@ class TrainConfig:
     ema_half_life_kimg: float = 10.0  # rosinality: 0.5 ** (32 / (10 * 1000)) at batch 32
     mode_seeking_weight: float = 0.0  # MSGAN term on G's fakes (losses.mode_seeking_penalty); 0 = StyleGAN2 as published
     mode_seeking_pool: int = 1  # block size of the average pooling before the term's image distance
+    #: [[iteration, weight], ...]: from each listed iteration on, the term's weight is that weight
+    #: (ascending iterations; before the first, ``mode_seeking_weight``)
+    mode_seeking_schedule: list = dataclasses.field(default_factory=list)
     checkpoint_every: int = 500
     sample_every: int = 500
     n_sample_grid: int = 16
@@ -56,6 +59,7 @@ class TrainConfig:
         for name in ("style_mixing", "path_decay"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        self.mode_seeking_schedule = _check_schedule(self.mode_seeking_schedule)
         if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1] or null, got {self.ema_decay!r}")
         if self.device not in DEVICES:
@@ -76,6 +80,15 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def mode_seeking_weight_at(self, step: int) -> float:
+        """The MSGAN term's weight at iteration ``step``: the last ``mode_seeking_schedule`` entry whose
+        iteration is ≤ ``step``, else ``mode_seeking_weight``."""
+        weight = self.mode_seeking_weight
+        for start, value in self.mode_seeking_schedule:
+            if step >= start:
+                weight = value
+        return weight
+
     def resolved_ema_decay(self) -> float:
         """Per-step EMA decay ``beta``: ``ema_decay`` if set, else ``0.5 ** (batch / (half_life_kimg * 1000))``
         (the generator average halves its memory every ``ema_half_life_kimg`` thousand images)."""
@@ -92,3 +105,20 @@ class TrainConfig:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("TrainConfig.device is 'cuda' but torch sees no GPU; use device: cpu or auto")
         return torch.device(self.device)
+
+
+def _check_schedule(schedule: Any) -> list[list]:
+    """``[[iteration, weight], ...]`` with integer iterations ≥ 0 in ascending order and weights ≥ 0."""
+    if not isinstance(schedule, (list, tuple)):
+        raise ValueError(f"TrainConfig.mode_seeking_schedule must be a list of [iteration, weight] pairs, got {schedule!r}")
+    out, last = [], -1
+    for entry in schedule:
+        ok = isinstance(entry, (list, tuple)) and len(entry) == 2
+        it, weight = entry if ok else (None, None)
+        if not (ok and isinstance(it, int) and not isinstance(it, bool) and it > last
+                and isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
+            raise ValueError(f"TrainConfig.mode_seeking_schedule: entry {entry!r} must be [iteration, weight] with an integer "
+                             f"iteration above the previous one ({last}) and a weight >= 0")
+        out.append([it, float(weight)])
+        last = it
+    return out

@@ -150,10 +150,11 @@ class Trainer:
         g_loss = g_nonsaturating_loss(m.discriminate(D, fake, step))
         _check_finite("g_loss", g_loss, step)
         terms = m.generator_loss_terms(G, D, real, step)
-        if cfg.mode_seeking_weight > 0:
+        ms_weight = cfg.mode_seeking_weight_at(step)
+        if ms_weight > 0:
             z = torch.cat(latents, 1)  # [B, L]
             ms = mode_seeking_penalty(fake, z, cfg.mode_seeking_pool)
-            terms = {**terms, "msgan": cfg.mode_seeking_weight * ms}
+            terms = {**terms, "msgan": ms_weight * ms}
         for name, value in terms.items():
             _check_finite(name, value, step)
         g_total = g_loss + sum(terms.values()) if terms else g_loss
