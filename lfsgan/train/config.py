@@ -113,10 +113,8 @@ def _check_schedule(schedule: Any) -> list[list]:
         raise ValueError(f"TrainConfig.mode_seeking_schedule must be a list of [iteration, weight] pairs, got {schedule!r}")
     out, last = [], -1
     for entry in schedule:
-        ok = isinstance(entry, (list, tuple)) and len(entry) == 2
-        it, weight = entry if ok else (None, None)
-        if not (ok and isinstance(it, int) and not isinstance(it, bool) and it > last
-                and isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
+        it, weight = entry if isinstance(entry, (list, tuple)) and len(entry) == 2 else (None, None)
+        if type(it) is not int or it <= last or type(weight) not in (int, float) or weight < 0:
             raise ValueError(f"TrainConfig.mode_seeking_schedule: entry {entry!r} must be [iteration, weight] with an integer "
                              f"iteration above the previous one ({last}) and a weight >= 0")
         out.append([it, float(weight)])
