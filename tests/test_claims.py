@@ -67,6 +67,25 @@ def _metrics(fid_after: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def test_isolated_methods_zero_forgetting_is_labelled_in_the_tables():
+    from lfsgan.report.tables import METRICS, forgetting_tables, isolated_methods, label_by_construction, replicated_table
+
+    df = _metrics({"finetune": [14.0, 15.0, 16.0], "lfsgan": [10.0, 11.0, 12.0]})
+    df.loc[df.method == "lfsgan", "fid"] = 10.0  # an isolated method: every earlier task unchanged
+    df["method"] = [m if r == 0 else f"{m}@r{r}" for m, r in zip(df.method, df.replicate)]
+    _, avg = forgetting_tables(df)
+    isolated = isolated_methods(METHODS)
+    assert isolated == {"lfsgan", "lfsgan-noms"}
+    avg = label_by_construction(avg, isolated)
+    notes = dict(zip(avg.method + "/" + avg.metric, avg.note))
+    assert notes["lfsgan@r2/fid"] == BY_CONSTRUCTION and notes["finetune@r1/fid"] == ""
+    last = df[df.after_task == "b"].assign(base_method=[m.partition("@")[0] for m in df[df.after_task == "b"].method])
+    rep = replicated_table(last[["base_method", "task", *METRICS]], avg, isolated).set_index(["method", "task"])
+    assert rep.loc[("lfsgan", "average forgetting"), "fid"] == f"0 ({BY_CONSTRUCTION})"
+    assert rep.loc[("finetune", "average forgetting"), "fid"].startswith("4 ± ")  # (14, 15, 16) − (10, 11, 12)
+    assert BY_CONSTRUCTION not in rep.loc[("lfsgan", "a"), "fid"]
+
+
 def _verdicts(df):
     return dict(zip(claims_table(df, METHODS)["claim"], claims_table(df, METHODS)["verdict"]))
 

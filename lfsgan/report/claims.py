@@ -20,10 +20,7 @@ import pandas as pd
 
 from lfsgan.report.claim_inputs import LAST, REST, fisher_by_group
 from lfsgan.report.evidence import Estimate, estimate, rank_correlation, verdict
-from lfsgan.report.tables import METRICS
-
-#: kinds whose tasks are stored apart and never changed: their forgetting is zero by construction
-ISOLATED_KINDS = ("lfsgan", "piggyback")
+from lfsgan.report.tables import ISOLATED_KINDS, METRICS
 
 
 class NotRun(Exception):

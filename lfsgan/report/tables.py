@@ -79,10 +79,31 @@ def forgetting_tables(df: pd.DataFrame) -> tuple[dict[tuple[str, str], pd.DataFr
     return matrices, pd.DataFrame(avg_rows)
 
 
-def replicated_table(summary: pd.DataFrame, avg: pd.DataFrame) -> pd.DataFrame:
+#: method kinds whose tasks are stored apart and never changed: their forgetting is zero by construction
+ISOLATED_KINDS = ("lfsgan", "piggyback")
+
+
+def isolated_methods(methods: dict) -> set[str]:
+    """Names of the config's ``methods`` entries whose kind isolates each task's state."""
+    return {name for name, entry in methods.items() if entry["kind"] in ISOLATED_KINDS}
+
+
+def label_by_construction(avg: pd.DataFrame, isolated: Iterable[str]) -> pd.DataFrame:
+    """The average-forgetting table with a ``note`` column: the by-construction label on every run of
+    an isolated method (its zero is not a measurement), empty otherwise."""
+    from lfsgan.report.evidence import BY_CONSTRUCTION
+
+    isolated = set(isolated)
+    return avg.assign(note=[BY_CONSTRUCTION if m.partition(REPLICATE_SEP)[0] in isolated else "" for m in avg["method"]])
+
+
+def replicated_table(summary: pd.DataFrame, avg: pd.DataFrame, isolated: Iterable[str] = ()) -> pd.DataFrame:
     """Per method and task, every metric after the last task as mean ± 95 % CI over the replicates
-    (n given), and per method its average forgetting likewise (task ``"average forgetting"``)."""
+    (n given), and per method its average forgetting likewise (task ``"average forgetting"``); for the
+    ``isolated`` methods that forgetting is labelled by construction instead of given an interval."""
     from lfsgan.report.evidence import estimate
+
+    isolated = set(isolated)
 
     rows = []
     for (method, task), g in summary.groupby(["base_method", "task"], sort=False):
@@ -95,7 +116,8 @@ def replicated_table(summary: pd.DataFrame, avg: pd.DataFrame) -> pd.DataFrame:
             for r in g.itertuples():
                 values[r.metric].append(r.average_forgetting)
             rows.append({"method": method, "task": "average forgetting", "n": max(len(v) for v in values.values()),
-                         **{m: str(estimate(v)) for m, v in values.items() if any(x == x for x in v)}})
+                         **{m: str(estimate(v, by_construction=method in isolated))
+                            for m, v in values.items() if any(x == x for x in v)}})
     return pd.DataFrame(rows)
 
 

@@ -25,7 +25,8 @@ from lfsgan.report.claims import claims_table
 from lfsgan.report.figures import plot_quality
 from lfsgan.train import build_models
 from lfsgan.verbs._models import load_source, model_config
-from lfsgan.report.tables import METRICS, collapse_statement, quality_table, replicated_table
+from lfsgan.report.tables import (METRICS, collapse_statement, isolated_methods, label_by_construction, quality_table,
+                                  replicated_table)
 
 log = logging.getLogger("lfsgan")
 
@@ -64,6 +65,8 @@ def run(
     params = _params_added(tasks)
     summary = summary_table(df, params)
     matrices, avg = forgetting_tables(df)
+    isolated = isolated_methods(cfg["methods"])
+    avg = label_by_construction(avg, isolated)
     metric_names = list(METRICS)
 
     with atomic_path(out / "summary.csv") as tmp:
@@ -97,7 +100,7 @@ def run(
     plot_quality(qual, out / "quality.png")
 
     claims = claims_table(df, cfg["methods"], **_analyses(cfg, df, tasks, match, lmc, fisher, source, cache))
-    replicated = replicated_table(summary, avg)
+    replicated = replicated_table(summary, avg, isolated)
     with atomic_path(out / "claims.csv") as tmp:
         claims.to_csv(tmp, index=False)
     with atomic_path(out / "replicated.csv") as tmp:
