@@ -70,8 +70,8 @@ def plot_along_tasks(df: pd.DataFrame, metrics: list[str], path: str | Path) -> 
 def sample_mosaic(grids: dict[tuple[str, str], str | Path], methods: list[str], tasks: list[str], path: str | Path) -> None:
     """Sample grids arranged as rows = methods, columns = tasks."""
     fig, axes = plt.subplots(
-        len(methods), len(tasks), figsize=(2.4 * len(tasks), 2.4 * len(methods)), squeeze=False
-    )
+        len(methods), len(tasks), figsize=(2.4 * len(tasks), 2.4 * len(methods)), squeeze=False, layout="constrained"
+    )  # constrained: the title stays next to the grids however many rows (the study has 24)
     for i, method in enumerate(methods):
         for j, task in enumerate(tasks):
             ax = axes[i, j]
