@@ -20,7 +20,7 @@ import pandas as pd
 
 from lfsgan.report.claim_inputs import LAST, REST, fisher_by_group
 from lfsgan.report.evidence import Estimate, estimate, rank_correlation, verdict
-from lfsgan.report.tables import ISOLATED_KINDS, METRICS
+from lfsgan.report.tables import METRICS, isolated_methods
 
 
 class NotRun(Exception):
@@ -73,7 +73,7 @@ class Row:
         values = [v for v in replicate_values(inputs.metrics, name, self.quantity) if v == v]  # NaN: no such row
         if not values:
             raise NotRun(f"{name} has no {self.quantity} value in the metrics (forgetting needs >= 2 tasks)")
-        isolated = self.quantity.startswith("forgetting:") and inputs.methods[name]["kind"] in ISOLATED_KINDS
+        isolated = self.quantity.startswith("forgetting:") and name in isolated_methods(inputs.methods)
         return name, estimate(values, by_construction=isolated)
 
 
