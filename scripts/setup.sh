@@ -30,10 +30,21 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == *"$want"* ]]; then
   echo "[setup] $VENV is up to date"
   exit 0
 fi
+# The registry's torch build brings its CUDA libraries (measured: 6.0 GB for the whole venv); say so
+# before pip runs out of space half-way through an install.
+if [[ ! -x "$VENV/bin/python" ]]; then
+  mkdir -p "$(dirname "$VENV")"
+  free_mb=$(df -Pm "$(dirname "$VENV")" | awk 'NR==2 {print $4}')
+  if ((free_mb < 6500)); then
+    echo "[setup] only ${free_mb} MB free on the file system of $VENV; the install needs about 6,500 MB" \
+         "(torch with its CUDA libraries). Free some space, or set LFSGAN_VENV to a path on a larger disk." >&2
+    exit 1
+  fi
+fi
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 echo "[setup] installing lfsgan${extras} and its pinned dependencies into $VENV (a few minutes the first time)"
-"$VENV/bin/python" -m pip install -q -e ".${extras}" 2>&1 | grep -vE "is ignored|^\s*$" || true
+"$VENV/bin/python" -m pip install -q --no-cache-dir -e ".${extras}" 2>&1 | grep -vE "is ignored|^\s*$" || true
 "$VENV/bin/python" -c "import lfsgan, torch, torchvision, lpips, torch_fidelity, tensorly, snakemake" \
   || { echo "[setup] installation incomplete: an import failed" >&2; exit 1; }
 echo "$want" >> "$stamp"
