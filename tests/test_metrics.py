@@ -306,6 +306,28 @@ def test_diversity_upsamples_below_vgg_minimum_and_checks_range(random_lpips):
         lpips_diversity((c + 1) * 127.5, c, lpips_model=random_lpips, n_fake=2)
 
 
+def test_random_lpips_backbone_is_torchvision_vgg16_features_without_classifier(random_lpips):
+    # Built without the 120 M-parameter classifier: same layers and shapes as lpips' own torchvision
+    # VGG16, Kaiming-normal (fan-out) weights and zero biases, reproducible from the seed.
+    import lpips
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        reference = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)
+    ours, theirs = random_lpips.net.state_dict(), reference.net.state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    for key, value in ours.items():
+        if key.endswith(".bias"):
+            assert not value.any(), key
+        else:
+            fan_out = value.shape[0] * value[0, 0].numel()
+            assert abs(value.std().item() / math.sqrt(2 / fan_out) - 1) < 0.1, key
+    again = make_lpips("vgg", allow_random_backbone=True, allow_download=False, seed=0)
+    assert all(torch.equal(v, again.net.state_dict()[k]) for k, v in ours.items())
+    assert "without the classifier" in random_lpips.lfsgan_protocol["backbone"]
+    assert sum(p.numel() for p in random_lpips.parameters()) < 20_000_000
+
+
 def test_make_lpips_without_weights_names_file_and_config_key(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError) as err:

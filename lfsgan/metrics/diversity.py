@@ -28,9 +28,11 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from lfsgan.metrics.protocol import library_versions
@@ -77,13 +79,41 @@ def _backbone_state_for_lpips(model, state: dict[str, torch.Tensor], path: Path)
     return mapped
 
 
+def _vgg16_features_only(pretrained: bool = False, **_) -> SimpleNamespace:
+    """``torchvision.models.vgg16()`` as lpips uses it — ``.features`` only, initialised as torchvision
+    initialises it (Kaiming normal, fan-out, zero bias) — without the 120 M-parameter classifier that
+    lpips discards: building and initialising that took ~1.4 s of every job that builds LPIPS."""
+    from torchvision.models import vgg
+
+    if pretrained:
+        raise ValueError("_vgg16_features_only builds a random backbone; pretrained weights come from torchvision")
+    features = vgg.make_layers(vgg.cfgs["D"], batch_norm=False)
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return SimpleNamespace(features=features)
+
+
 def _build_lpips(net: str, pnet_rand: bool):
-    """``lpips.LPIPS`` v0.1 with its shipped linear layers; hides torchvision's ``pretrained=`` deprecation noise."""
+    """``lpips.LPIPS`` v0.1 with its shipped linear layers; hides torchvision's ``pretrained=`` deprecation noise.
+
+    With ``pnet_rand`` and VGG, lpips gets a VGG16 built without its classifier (its backbone is then
+    either overwritten by loaded weights, or is the seeded random backbone: same architecture and
+    initialisation law, drawn from the seed without the classifier's draws in between)."""
     import lpips
+    import lpips.pretrained_networks as pn
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-        return lpips.LPIPS(net=net, pnet_rand=pnet_rand, verbose=False)
+        if not (pnet_rand and net == "vgg"):
+            return lpips.LPIPS(net=net, pnet_rand=pnet_rand, verbose=False)
+        tv = pn.tv
+        pn.tv = SimpleNamespace(vgg16=_vgg16_features_only)
+        try:
+            return lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+        finally:
+            pn.tv = tv
 
 
 def make_lpips(
@@ -141,7 +171,7 @@ def make_lpips(
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = _build_lpips(net, pnet_rand=True)
-        info.update(backbone=f"random init (torch.manual_seed({seed}))", backbone_weights_path=None,
+        info.update(backbone=f"random init (torch.manual_seed({seed}); VGG16 features built without the classifier)", backbone_weights_path=None,
                     backbone_weights_sha256=None, comparable_to_published=False,
                     note="Randomly initialised backbone with lpips' calibrated linear layers: a perceptual-style "
                     "distance, NOT the published LPIPS. Comparable only with values computed with the same seed.")
