@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--key", help="entry of the checkpoints holding the state_dict (e.g. g_ema)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--many", type=int, default=0, help="also time MergeMany of this many generators (>= 3)")
+    ap.add_argument("--round-max-iter", type=int, default=1, help="MergeMany: sweeps per step in its rounds (0 = --max-iter)")
+    ap.add_argument("--round-rtol", type=float, default=1e-3, help="MergeMany: stop when a round gains less than this")
     ap.add_argument("--ste-steps", type=int, default=0, help="also time this many STE search steps")
     ap.add_argument("--ste-batch", type=int, default=4)
     args = ap.parse_args()
@@ -109,13 +111,15 @@ def main() -> None:
         states = [_state(None, None, build_g, s) for s in range(args.many)]
         spec = generator_spec(states[0])
         t0, c0 = time.perf_counter(), time.process_time()
-        res = match_many(states, spec, max_iter=args.max_iter, seed=args.seed)
+        res = match_many(states, spec, max_iter=args.max_iter, seed=args.seed, round_rtol=args.round_rtol,
+                         round_max_iter=args.round_max_iter or None)
         many_s, many_cpu = time.perf_counter() - t0, time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
         match_many(states, spec, anchor=0, max_iter=args.max_iter, seed=args.seed)
         anchor_s, anchor_cpu = time.perf_counter() - t0, time.process_time() - c0
         base = next((r for r in rows if r["net"] == "G"), None)
-        row = {"net": f"G x{args.many} MergeMany", "rounds": res.rounds, "converged": res.converged, "total_s": round(many_s, 3),
+        row = {"net": f"G x{args.many} MergeMany", "rounds": res.rounds, "converged": res.converged,
+               "distance_rel_start": round(res.distance_history[-1] / res.distance_history[0], 6), "total_s": round(many_s, 3),
                "cpu_s": round(many_cpu, 3), "init_s": round(res.timings["init"], 3), "rounds_s": round(res.timings["rounds"], 3),
                "rounds_cost_s": round(res.timings["cost"], 3), "rounds_lap_steps": res.timings["lap_steps"],
                "anchor_total_s": round(anchor_s, 3), "anchor_cpu_s": round(anchor_cpu, 3)}

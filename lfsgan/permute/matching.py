@@ -366,9 +366,10 @@ def match_many(
     init: str = "anchor",
     max_rounds: int = 20,
     max_iter: int = 100,
+    round_max_iter: int | None = 1,
     seed: int = 0,
     rtol: float = RTOL,
-    round_rtol: float = 1e-4,
+    round_rtol: float = 1e-3,
     device: torch.device | str | None = None,
     progress: bool | None = False,
 ) -> MatchManyResult:
@@ -380,6 +381,11 @@ def match_many(
     equals ``(N-1) ||π_i θ_i - mean_{-i}||²`` + const), so the summed pairwise distance is
     non-increasing over rounds; stop when a round lowers it by no more than ``round_rtol``
     relative (late rounds move it by ~1e-5 relative while costing as much as early ones).
+    ``round_max_iter`` caps the coordinate-ascent sweeps of each step inside the rounds (``None``:
+    ``max_iter``, each step run to its own convergence); the anchored start always runs to
+    convergence. The defaults (one sweep per step, stop below 1e-3) are the measured trade in the
+    README's benchmark table: about 3x the two-model time instead of 5x, the summed distance within
+    ~0.1 % of running every step and round to 1e-4.
     ``init="identity"`` starts the rounds from the identity, as Git Re-Basin does;
     ``init="anchor"`` (default) first matches every model to model 0 (N - 1 plain WM runs), so the
     rounds start warm and converge in fewer of them; ``distance_history[1]`` is then the distance
@@ -415,7 +421,8 @@ def match_many(
         history.append(float(np.triu(pairwise_sq_distances(states, spec, perms)).sum()))
     timings = {"init": time.perf_counter() - t0, "rounds": 0.0, "cost": 0.0, "lap": 0.0, "objective": 0.0, "lap_steps": 0}
     t0 = time.perf_counter()
-    rounds, converged = _merge_many_rounds(states, spec, perms, history, timings, max_rounds=max_rounds, max_iter=max_iter,
+    rounds, converged = _merge_many_rounds(states, spec, perms, history, timings, max_rounds=max_rounds,
+                                           max_iter=max_iter if round_max_iter is None else round_max_iter,
                                            seed=seed, rtol=rtol, round_rtol=round_rtol, device=device, progress=progress)
     timings["rounds"] = time.perf_counter() - t0
     return MatchManyResult(perms, history, rounds, converged, None, timings)
