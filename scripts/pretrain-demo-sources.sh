@@ -3,15 +3,19 @@
 # source.checkpoints): pretrain every seed of source.seeds with the longer recipe of config/source-demo.yaml
 # (merged over config/config.yaml), copy each results/source/seed<S>/final.pt into data/sources/ and print
 # the entries to paste into source.checkpoints. Extra arguments go to snakemake (e.g. --cores 4).
+# SEEDS="2" pretrains other seeds (config/study.yaml's third source: SEEDS=2 THREADS=2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
-seeds=$(python -c "import yaml; print(*yaml.safe_load(open('config/config.yaml'))['source']['seeds'])")
+seeds=${SEEDS:-$(python -c "import yaml; print(*yaml.safe_load(open('config/config.yaml'))['source']['seeds'])")}
 targets=()
 for s in $seeds; do targets+=("results/source/seed$s/final.pt"); done
+overrides=$(mktemp --suffix=.yaml)
+trap 'rm -f "$overrides"' EXIT
+printf 'threads: %s\nsource:\n  seeds: [%s]\n' "${THREADS:-1}" "$(echo $seeds | tr ' ' ',')" > "$overrides"
 # targets before --configfile, which takes every following word as a file
 snakemake "${targets[@]}" --workflow-profile workflow/profiles/default --cores "${CORES:-2}" \
-    --configfile config/source-demo.yaml "$@"
+    --configfile config/source-demo.yaml "$overrides" "$@"
 mkdir -p data/sources
 echo "source.checkpoints for config/config.yaml:"
 for s in $seeds; do

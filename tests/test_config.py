@@ -23,6 +23,21 @@ def test_shipped_configs_validate(name):
     assert cfg["evaluation"]["fid"]["extractor"] in ("inception-v3-compat", "lfsgan-demo-cnn")
 
 
+def test_study_config_merged_as_snakemake_merges_it_validates_and_ships_its_sources():
+    # config/study.yaml is only ever used over config/config.yaml (--configfile): merge it the way
+    # Snakemake does, validate, and check every shipped source it names against its sha256.
+    from snakemake.utils import update_config
+
+    from lfsgan.io import sha256_file
+
+    cfg = demo()
+    update_config(cfg, yaml.safe_load((ROOT / "config" / "study.yaml").read_text()))
+    cfg = validate_config(cfg, "config/study.yaml")
+    assert cfg["replicates"] >= 3 and len(cfg["source"]["seeds"]) >= 3
+    for entry in cfg["source"]["checkpoints"]:
+        assert sha256_file(ROOT / entry["path"]) == entry["sha256"], entry["path"]
+
+
 def test_defaults_come_from_the_schema():
     cfg = demo()
     del cfg["fisher"]
