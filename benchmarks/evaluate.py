@@ -90,8 +90,12 @@ def main() -> None:
         _, s = timed(fid_kid, fake[m : 2 * m], real[:m], **kw)
         rows.append((f"FID+KID inception-v3-compat (random weights), {m} vs {m}, real cached", s, m))
 
+        import lpips
+
+        _, s_full = timed(lpips.LPIPS, net="vgg", pnet_rand=True, verbose=False)
+        rows.append(("build lpips.LPIPS-vgg as lpips does it (torchvision VGG16 with its classifier)", s_full, 0))
         model, s = timed(make_lpips, "vgg", allow_random_backbone=True, allow_download=False)
-        rows.append(("build LPIPS-vgg (random backbone)", s, 0))
+        rows.append((f"build LPIPS-vgg (random backbone, features only): {s / s_full:.2f}x the line above", s, 0))
         k = args.n_lpips
         centers = real[torch.arange(10) * 50].float() / 127.5 - 1  # [10, 3, 32, 32]
         fakes = fake[:k].float() / 127.5 - 1  # [k, 3, 32, 32]
