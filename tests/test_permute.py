@@ -495,7 +495,8 @@ def _merge_json(path, seeds, barriers, gammas=(0.0, 0.3)):
 
 @pytest.mark.parametrize(
     "many_gaps, verdict",
-    [((3.0, 1.0), "supported"), ((-3.0, 0.0), "contradicted"), ((3.0, -1.0), "inconclusive"), ((), "inconclusive")],
+    [((3.0, 1.0), "supported"), ((-3.0, 0.0), "contradicted"), ((3.0, -1.0), "inconclusive"), ((), "inconclusive"),
+     ((3.0,), "inconclusive (n = 1)")],
 )
 def test_claim3_verdict_from_merge_barriers(tmp_path, many_gaps, verdict):
     from lfsgan.report.merging import claim3_verdict, merge_comparison
