@@ -42,7 +42,8 @@ def claim3_verdict(table: pd.DataFrame) -> dict:
     """Claim 3 from the numbers: per seed set with both WM and STE, ``gap = barrier(STE) - barrier(WM)``
     (positive: WM's merge is better). *supported* if every merge of >= 3 models has gap > 0,
     *contradicted* if every one has gap <= 0, else *inconclusive*; also inconclusive with no STE
-    search or fewer than two merges of >= 3 models (one value is not evidence, as on the claims page). ``n_2``/``n_many`` count the seed sets behind it; with one
+    search, and "inconclusive (n = 1)" with a single merge of >= 3 models (one value is not
+    evidence, as on the claims page). ``n_2``/``n_many`` count the seed sets behind it; with one
     FID per set there is no noise estimate, so small gaps are not evidence either way."""
     if table.empty or "ste" not in set(table["method"]):
         return {"verdict": "inconclusive", "reason": "no STE search was run (permutation.ste.enabled)", "n_2": 0, "n_many": 0}
@@ -54,11 +55,11 @@ def claim3_verdict(table: pd.DataFrame) -> dict:
            "mean_gap_many": float(many["gap"].mean()) if len(many) else None}
     if many.empty:
         return {**out, "verdict": "inconclusive", "reason": "no merge of three or more models (permutation.seeds needs >= 3)"}
-    if len(many) < 2:  # as on the claims page: one value per side is not evidence
-        sign = "lower" if float(many["gap"].iloc[0]) > 0 else "not lower"
+    if len(many) < 2:
+        gap = float(many["gap"].iloc[0])
         return {**out, "verdict": "inconclusive (n = 1)",
-                "reason": f"one merge of >= 3 models (WM's barrier {sign} than STE's by {abs(float(many['gap'].iloc[0])):.3g} FID); "
-                          "a verdict needs >= 2 such merges (permutation.seeds with >= 4 entries)"}
+                "reason": f"one merge of >= 3 models (WM's barrier {'lower' if gap > 0 else 'not lower'} than STE's by "
+                          f"{abs(gap):.3g} FID); a verdict needs >= 2 such merges (permutation.seeds with >= 4 entries)"}
     if (many["gap"] > 0).all():
         verdict, reason = "supported", "WM's merge barrier is lower than STE's for every merge of >= 3 models"
     elif (many["gap"] <= 0).all():
