@@ -37,7 +37,7 @@ DEMO_SHA256 = {
     "mnist-source": "8793e94506e91202e9784432fe4b46e190afa96b6d15a0ee87b3ae2e1f021c38",
     "mnist-inverted": "6d999249b48b3eeec5d440c1950468cda97b0fc5d101d82de02d4734ab8994fb",
     "mnist-sketch": "85351dfc1615ed92388908c9ac9dba49c2caff3255c2dcb58b9775dfa0a3e60b",
-    "mnist-color": "14dded683ca3f4735b06110f3fd7deece83faa4331a7dfd28e2c420bb7dbdb34",
+    "mnist-color": "d07015e9322cd8d16cb55c9c8ca5963d8347cbcd25e2ae74b51083fc55bdfff7",
 }
 DEMO_SIZES = {"mnist-source": 3500, "mnist-inverted": 1500, "mnist-sketch": 1500, "mnist-color": 1500}
 
@@ -299,8 +299,9 @@ def test_demo_domains_visually_distinct(demo_images):
     assert s["mnist-source"][:3].mean() < 60 and s["mnist-inverted"][:3].mean() > 200  # dark vs light background
     assert s["mnist-source"][3] == 0 and s["mnist-inverted"][3] == 0
     assert s["mnist-sketch"][3] > 10 and s["mnist-color"][3] > 50
-    brightest = demo_images["mnist-color"].flatten(2).max(2).values.argmax(1)  # [N] dominant stroke channel
-    assert set(brightest.tolist()) == {0, 1, 2}  # colours vary from image to image
+    stroke = demo_images["mnist-color"].flatten(2).max(2).values.float()  # [N, 3] brightest value per channel
+    assert (stroke[:, 0] >= 250).all() and (stroke.argmax(1) == 0).all()  # one family: red-orange to amber strokes
+    assert stroke[:, 1].std() > 10  # the hue still varies from image to image
 
 
 def test_demo_other_resolution_resizes_the_32px_canvas(demo_images):
