@@ -23,7 +23,7 @@ Configs: the demo (size 32, channel_max 64, style_dim 64, n_mlp 4, batch 16) and
 256 px / multiplier 2 / style_dim 512 / n_mlp 8 / batch 4 (use a GPU; ``--full-size`` scales it down).
 Wall-clock and process CPU time are both printed; on a CPU shared with other jobs trust the latter.
 
-    python benchmarks/methods_step.py [--device auto] [--threads N] [--steps 16] [--full] [--only demo|full] [--ms-breakdown]
+    python benchmarks/methods_step.py [--device auto] [--threads N] [--steps 16] [--rounds 3] [--full] [--only demo|full] [--ms-breakdown]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -63,40 +64,77 @@ def _models(model: dict, device: torch.device) -> tuple[Generator, Discriminator
     return G.to(device), D.to(device)
 
 
-def seconds_per_iteration(variant: str, model: dict, batch: int, device: torch.device, steps: int,
-                          warmup: int) -> tuple[float, float]:
-    """(wall-clock s, process CPU s) per iteration; CPU time is the robust one on a shared machine."""
+def _demo_config() -> dict:
+    import yaml
+
+    with open(Path(__file__).resolve().parents[1] / "config" / "config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def _demo_run_config() -> dict:
+    """The offline demo's generator (``config/config.yaml``'s ``model`` at ``data.resolution``)."""
+    cfg = _demo_config()
+    m = cfg["model"]
+    return dict(size=cfg["data"]["resolution"], channel_max=m["channel_max"], channel_multiplier=m["channel_multiplier"],
+                style_dim=m["style_dim"], n_mlp=m["n_mlp"])
+
+
+def _demo_run_batch() -> int:
+    return int(_demo_config()["task_train"]["batch"])
+
+
+def _random_lpips(device: torch.device) -> torch.nn.Module:
+    """LPIPS-VGG as the methods build it (``make_lpips``), with a random backbone (the same cost as the
+    ImageNet one)."""
+    from lfsgan.metrics import make_lpips
+
+    return make_lpips("vgg", allow_random_backbone=True, allow_download=False, device=str(device))
+
+
+def _trainer(variant: str, model: dict, batch: int, device: torch.device) -> Trainer:
     kind, options = VARIANTS[variant]
     G, D = _models(model, device)
     source = ({k: v.clone() for k, v in G.state_dict().items()}, {k: v.clone() for k, v in D.state_dict().items()})
     extras = {"fisher": {k: torch.rand_like(p) * 1e-6 for k, p in G.named_parameters()}}
     method = make_method(kind, options)
     if kind == "lfsgan" and options.get("mode_seeking", "intended") != "off":
-        import lpips
-
-        method.lpips_model = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).to(device).eval()
+        method.lpips_model = _random_lpips(device)
     method.setup(G, D, TaskContext(0, "bench", *source, device=device, extras=extras))
-    trainer = Trainer(G, D, TrainConfig(batch=batch, device=device.type), method)
+    return Trainer(G, D, TrainConfig(batch=batch, device=device.type), method)
+
+
+def seconds_per_iteration(variants: list[str], model: dict, batch: int, device: torch.device, steps: int,
+                          warmup: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """Per variant, one (wall-clock s, process CPU s) per iteration for each of ``rounds`` rounds.
+
+    Every round runs ``steps`` iterations of each variant in turn (the order reversed every other
+    round), so a change in the machine's speed during the run hits every variant alike and the
+    ratios are taken round by round.
+    """
     real = torch.rand(batch, 3, model["size"], model["size"], generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
-    for i in range(warmup):
-        trainer.step(1 + 4 * i, real)  # plain patch-D iterations (no R1, no path length, not anchors)
-    _sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for i in range(steps):
-        trainer.step(i, real)
-    _sync(device)
-    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+    trainers = {v: _trainer(v, model, batch, device) for v in variants}
+    for trainer in trainers.values():
+        for i in range(warmup):
+            trainer.step(1 + 4 * i, real)  # plain patch-D iterations (no R1, no path length, not anchors)
+    out: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for v in (variants if r % 2 == 0 else variants[::-1]):
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(steps):
+                trainers[v].step(i, real)
+            _sync(device)
+            out[v].append(((time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps))
+    return out
 
 
 def mode_seeking_parts(model: dict, batch: int, device: torch.device, reps: int = 3) -> dict[str, float]:
     """Process CPU s of each part of the mode-seeking term on ``4 · batch`` samples (min over ``reps``)."""
-    import lpips
-
     from lfsgan.metrics.diversity import lpips_features
     from lfsgan.methods.mode_seeking import assign_clusters, mode_seeking_loss
 
     G, _ = _models(model, device)
-    lp = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False).to(device).eval()
+    lp = _random_lpips(device)
     z = torch.randn(4 * batch, G.style_dim, generator=torch.Generator().manual_seed(0)).to(device)
     real = torch.rand(batch, 3, model["size"], model["size"], generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
 
@@ -195,8 +233,10 @@ def main() -> None:
     add_device_args(ap)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --steps iterations per variant")
     ap.add_argument("--full", action="store_true", help="also 256 px / multiplier 2 / batch 4")
-    ap.add_argument("--only", choices=["demo", "full"], default=None)
+    ap.add_argument("--only", choices=["demo", "demo-run", "full"], default=None,
+                    help="demo: the benchmark's fixed small config (batch 16); demo-run: config/config.yaml's model and task batch")
     ap.add_argument("--full-size", type=int, default=256, help="resolution of the --full config (256 = the paper's)")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--reconstruction-only", action="store_true", help="skip the training steps (e.g. 256 px on a CPU)")
@@ -206,8 +246,10 @@ def main() -> None:
 
     device = setup_device(args)
     configs = []
-    if args.only != "full":
+    if args.only in (None, "demo"):
         configs.append(("demo", dict(size=32, channel_max=64, channel_multiplier=2, style_dim=64, n_mlp=4), 16))
+    if args.only in (None, "demo-run"):
+        configs.append(("demo-run", _demo_run_config(), _demo_run_batch()))
     if args.full or args.only == "full":
         configs.append((f"paper-{args.full_size}", dict(size=args.full_size, channel_max=512, channel_multiplier=2,
                                                         style_dim=512, n_mlp=8), 4))
@@ -215,14 +257,20 @@ def main() -> None:
     for label, model, batch in configs:
         print(f"\n{label}: {model}, batch {batch}")
         if not args.reconstruction_only:
-            print(f"{args.steps} iterations after {args.warmup} warm-up\n"
-                  f"{'variant':<14} {'s/iter':>9} {'img/s':>9} {'x finetune':>11} {'cpu-s/iter':>11} {'x finetune':>11}")
-            base = None
+            print(f"{args.rounds} rounds of {args.steps} iterations per variant, interleaved, after {args.warmup} warm-up;\n"
+                  f"median over rounds (x finetune: median of the round-by-round ratios, [min, max])\n"
+                  f"{'variant':<14} {'s/iter':>9} {'img/s':>9} {'x finetune':>24} {'cpu-s/iter':>11} {'x finetune':>24}")
+            times = seconds_per_iteration(variants, model, batch, device, args.steps, args.warmup, args.rounds)
+            base = times["finetune"]
             for v in variants:
-                sec, cpu = seconds_per_iteration(v, model, batch, device, args.steps, args.warmup)
-                base = base or (sec, cpu)
-                print(f"{v:<14} {sec:>9.4f} {batch / sec:>9.2f} {sec / base[0]:>10.2f}x {cpu:>11.4f} "
-                      f"{cpu / base[1]:>10.2f}x", flush=True)
+                sec = statistics.median(t[0] for t in times[v])
+                cpu = statistics.median(t[1] for t in times[v])
+                cols = []
+                for k in (0, 1):
+                    ratios = [t[k] / b[k] for t, b in zip(times[v], base)]
+                    cols.append(f"{statistics.median(ratios):>6.2f}x [{min(ratios):.2f}, {max(ratios):.2f}]")
+                print(f"{v:<14} {sec:>9.4f} {batch / sec:>9.2f} {cols[0]:>24} {cpu:>11.4f} {cols[1]:>24}", flush=True)
+            base = (statistics.median(t[0] for t in base), statistics.median(t[1] for t in base))
             if args.ms_breakdown:
                 for part, cpu in mode_seeking_parts(model, batch, device).items():
                     print(f"  mode seeking, {part:<20} {cpu:>8.4f} cpu-s  {cpu / base[1]:>6.2f}x a fine-tuning iteration",
