@@ -4,7 +4,8 @@ fine-tuning in the same run; and the cost of LeFT's weight reconstruction, Tenso
 
 One iteration = D step + G step (+ the method's loss terms), lazy R1 every 16 and path length every
 4 iterations: the mean over ``--steps`` consecutive iterations (a multiple of 16 holds the
-regularisers in their true proportion) after ``--warmup`` plain ones. Variants:
+regularisers in their true proportion) after ``--warmup`` plain ones, in ``--rounds`` rounds that
+take the variants in turn; ratios to fine-tuning are the median of the round-by-round ratios. Variants:
 
 - ``finetune``, ``ewc`` (Fisher = random positive tensors: same cost as a real one), ``piggyback``;
 - ``lfsgan-left``: LeFT only (no patch D, no mode seeking) — the cost of rebuilding every weight on
@@ -64,23 +65,17 @@ def _models(model: dict, device: torch.device) -> tuple[Generator, Discriminator
     return G.to(device), D.to(device)
 
 
-def _demo_config() -> dict:
+def _demo_run() -> tuple[dict, int]:
+    """The offline demo's generator and task batch (``config/config.yaml``: ``model`` at ``data.resolution``,
+    ``task_train.batch``)."""
     import yaml
 
     with open(Path(__file__).resolve().parents[1] / "config" / "config.yaml") as f:
-        return yaml.safe_load(f)
-
-
-def _demo_run_config() -> dict:
-    """The offline demo's generator (``config/config.yaml``'s ``model`` at ``data.resolution``)."""
-    cfg = _demo_config()
+        cfg = yaml.safe_load(f)
     m = cfg["model"]
-    return dict(size=cfg["data"]["resolution"], channel_max=m["channel_max"], channel_multiplier=m["channel_multiplier"],
-                style_dim=m["style_dim"], n_mlp=m["n_mlp"])
-
-
-def _demo_run_batch() -> int:
-    return int(_demo_config()["task_train"]["batch"])
+    model = dict(size=cfg["data"]["resolution"], channel_max=m["channel_max"], channel_multiplier=m["channel_multiplier"],
+                 style_dim=m["style_dim"], n_mlp=m["n_mlp"])
+    return model, int(cfg["task_train"]["batch"])
 
 
 def _random_lpips(device: torch.device) -> torch.nn.Module:
@@ -249,7 +244,7 @@ def main() -> None:
     if args.only in (None, "demo"):
         configs.append(("demo", dict(size=32, channel_max=64, channel_multiplier=2, style_dim=64, n_mlp=4), 16))
     if args.only in (None, "demo-run"):
-        configs.append(("demo-run", _demo_run_config(), _demo_run_batch()))
+        configs.append(("demo-run", *_demo_run()))
     if args.full or args.only == "full":
         configs.append((f"paper-{args.full_size}", dict(size=args.full_size, channel_max=512, channel_multiplier=2,
                                                         style_dim=512, n_mlp=8), 4))
