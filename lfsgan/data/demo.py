@@ -4,21 +4,32 @@ Every domain starts from the same canvas: a 28×28 digit **padded** (not resized
 background to 32×32, the demo resolution, so strokes stay sharp and digits keep MNIST's size.
 Other resolutions resize that 32×32 RGB image with the requested PIL filter.
 
-- ``mnist-source`` — digits 0–6 (3,500 images), white strokes on black: the source domain.
-- Targets use the held-out digits 7, 8, 9 (all 1,500 images in each target, so targets differ from
-  each other in style only, like the paper's face tasks; from the source in both digit and style):
+The experiment is built like the papers' benchmarks (FFHQ faces → sketches, babies, …): the targets
+keep the source's **content** — digits 0–6 — and change its **style**. The 500 images of each digit
+are split in two halves (:func:`split_half`: even ranks within the digit to the source, odd ranks to
+the targets), so the source never trains on a target image:
+
+- ``mnist-source`` — digits 0–6, source half (1,750 images), white strokes on black.
+- Targets, digits 0–6 of the target half (1,750 images each; the three differ in style only):
 
   - ``mnist-inverted`` — dark strokes on a white background (255 − digit).
   - ``mnist-sketch`` — pencil outlines on cream paper: the morphological gradient
     (3×3 dilation − 3×3 erosion) of the digit after one 3×3 dilation, so strokes become hollow.
   - ``mnist-color`` — thick (one 3×3 dilation) strokes in a saturated red-orange to amber on a dark
     tint of the complementary blue; the hue is drawn per image from :data:`COLOUR_HUES` by
-    ``numpy.random.default_rng(seed)``. (Recipe 1 drew it from the whole colour circle: ten shots
-    in ten unrelated colours, which no method learnt in the demo's 300 steps — every generator made
-    multi-coloured blobs; one colour family makes it a style shift like the other two targets.)
+    ``numpy.random.default_rng(seed)``.
+
+- ``mnist-new-digits`` — a *hard* extra task with **new content**: digits 7–9 (all 1,500), inverted.
+  The source never drew them, so a method must invent shapes from 10 images; no demo task uses it.
+
+Every style can also render all ten digits (:func:`render_style`): the demo extractor's digit head
+learns each digit in each style from those renders, so it reads a digit the same in any style.
 
 Everything is integer arithmetic on a fixed file with a seeded numpy generator, so the bytes are the
-same on every machine (tests pin their sha256). Bump :data:`RECIPE_VERSION` when a recipe changes.
+same on every machine (tests pin their sha256). Bump :data:`RECIPE_VERSION` when a recipe changes
+(1 → 2: the colour task's hues from one colour family instead of the whole circle — ten shots in ten
+unrelated colours taught no method anything; 2 → 3: targets are the source's digits restyled, from
+the other half of the images, instead of digits 7–9 the source never drew).
 Each full set is the domain's FID reference; the manifest's seed picks the few shots.
 """
 
@@ -38,10 +49,12 @@ from lfsgan.data.mnist import load_mnist_5k
 
 DEMO_RESOLUTION = 32
 PAD = (DEMO_RESOLUTION - 28) // 2  # 2 px of background on every side
-RECIPE_VERSION = 2  # 2: mnist-color's hues from one colour family (COLOUR_HUES), not the whole circle
+RECIPE_VERSION = 3  # 3: targets = the source's digits 0-6 restyled, from the other half of the images
 BUILTIN_PREFIX = "builtin:"
 SOURCE_DIGITS = (0, 1, 2, 3, 4, 5, 6)
-TARGET_DIGITS = (7, 8, 9)
+NEW_DIGITS = (7, 8, 9)  # the hard extra task's digits, never drawn by the source
+ALL_DIGITS = tuple(range(10))
+HALVES = ("source", "target")
 
 # A style maps digit masks (uint8 [N, 32, 32], 0 = background, 255 = stroke) and a seeded generator
 # to RGB images (uint8 [N, 32, 32, 3]).
@@ -55,22 +68,17 @@ class DemoDomain:
     name: str
     description: str
     digits: tuple[int, ...]
-    style: Style
+    style: str  # a key of STYLES
     seed: int = 0
+    half: str | None = None  # "source" | "target" | None (every image of its digits)
 
     def rows(self) -> np.ndarray:
         """Row indices into ``mnist_5k.csv.gz`` of this domain's images, ascending."""
-        return np.flatnonzero(np.isin(load_mnist_5k().labels, self.digits))
+        return select_rows(self.digits, self.half)
 
     def render(self, resolution: int = DEMO_RESOLUTION, resize_filter: str = "lanczos") -> torch.Tensor:
         """The whole domain as uint8 ``[N, 3, resolution, resolution]``."""
-        mnist = load_mnist_5k()
-        masks = np.pad(mnist.digits[self.rows()], ((0, 0), (PAD, PAD), (PAD, PAD)))  # [N, 32, 32]
-        rgb = self.style(masks, np.random.default_rng(self.seed))  # [N, 32, 32, 3]
-        if resolution != DEMO_RESOLUTION:
-            resample = resample_filter(resize_filter)
-            rgb = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), resample)) for im in rgb])
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()  # [N, 3, R, R]
+        return render_style(self.style, self.rows(), self.seed, resolution, resize_filter)
 
     __call__ = render  # DEMO_DOMAINS[name](resolution) reads as "name -> function"
 
@@ -80,12 +88,49 @@ class DemoDomain:
             "name": self.name,
             "description": self.description,
             "digits": list(self.digits),
+            "style": self.style,
+            "half": self.half,
+            "split_rule": SPLIT_RULE,
             "seed": self.seed,
             "canvas": f"28x28 MNIST digit padded with {PAD} px of background to {DEMO_RESOLUTION}x{DEMO_RESOLUTION}; "
             f"other resolutions resize that image",
             "recipe_version": RECIPE_VERSION,
             "data_file": load_mnist_5k().identity,
         }
+
+
+SPLIT_RULE = "rows of each digit in file order; even ranks (0, 2, …) form the source half, odd ranks the target half"
+
+
+def split_half(rows: np.ndarray, labels: np.ndarray, half: str) -> np.ndarray:
+    """The ``half`` ("source" or "target") of ``rows`` (ascending indices into the MNIST file): within
+    each digit, the rows at even ranks go to the source and those at odd ranks to the targets."""
+    if half not in HALVES:
+        raise ValueError(f"half must be one of {HALVES}, got {half!r}")
+    keep = np.zeros(len(rows), bool)
+    for digit in np.unique(labels[rows]):
+        of_digit = np.flatnonzero(labels[rows] == digit)  # positions of this digit, in file order
+        keep[of_digit[HALVES.index(half) :: 2]] = True
+    return rows[keep]
+
+
+def select_rows(digits: tuple[int, ...], half: str | None = None) -> np.ndarray:
+    """Ascending row indices of ``digits`` in ``mnist_5k.csv.gz``, restricted to one half when given."""
+    labels = load_mnist_5k().labels
+    rows = np.flatnonzero(np.isin(labels, digits))
+    return rows if half is None else split_half(rows, labels, half)
+
+
+def render_style(
+    style: str, rows: np.ndarray, seed: int = 0, resolution: int = DEMO_RESOLUTION, resize_filter: str = "lanczos"
+) -> torch.Tensor:
+    """The MNIST ``rows`` drawn in ``style`` (a key of :data:`STYLES`) as uint8 ``[N, 3, R, R]``."""
+    masks = np.pad(load_mnist_5k().digits[rows], ((0, 0), (PAD, PAD), (PAD, PAD)))  # [N, 32, 32]
+    rgb = STYLES[style](masks, np.random.default_rng(seed))  # [N, 32, 32, 3]
+    if resolution != DEMO_RESOLUTION:
+        resample = resample_filter(resize_filter)
+        rgb = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), resample)) for im in rgb])
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()  # [N, 3, R, R]
 
 
 def colourise(masks: np.ndarray, background: np.ndarray, stroke: np.ndarray) -> np.ndarray:
@@ -135,21 +180,21 @@ def _colour(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return colourise(_dilate(masks), background=background, stroke=stroke)
 
 
+STYLES: dict[str, Style] = {"plain": _plain, "inverted": _inverted, "sketch": _sketch, "colour": _colour}
+
 DEMO_DOMAINS: dict[str, DemoDomain] = {
     d.name: d
     for d in (
-        DemoDomain("mnist-source", "MNIST digits 0-6, white strokes on black (source domain)", SOURCE_DIGITS, _plain),
-        DemoDomain("mnist-inverted", "MNIST digits 7-9, dark strokes on a white background", TARGET_DIGITS, _inverted),
-        DemoDomain(
-            "mnist-sketch", "MNIST digits 7-9 as hollow pencil outlines (morphological gradient) on cream paper", TARGET_DIGITS, _sketch
-        ),
-        DemoDomain(
-            "mnist-color",
-            "MNIST digits 7-9, thick red-orange to amber strokes on a dark complementary blue",
-            TARGET_DIGITS,
-            _colour,
-            seed=1234,
-        ),
+        DemoDomain("mnist-source", "MNIST digits 0-6 (source half), white strokes on black (source domain)",
+                   SOURCE_DIGITS, "plain", half="source"),
+        DemoDomain("mnist-inverted", "MNIST digits 0-6 (target half), dark strokes on a white background",
+                   SOURCE_DIGITS, "inverted", half="target"),
+        DemoDomain("mnist-sketch", "MNIST digits 0-6 (target half) as hollow pencil outlines (morphological gradient) "
+                   "on cream paper", SOURCE_DIGITS, "sketch", half="target"),
+        DemoDomain("mnist-color", "MNIST digits 0-6 (target half), thick red-orange to amber strokes on a dark "
+                   "complementary blue", SOURCE_DIGITS, "colour", seed=1234, half="target"),
+        DemoDomain("mnist-new-digits", "MNIST digits 7-9 (all), dark strokes on white: hard task, new content "
+                   "the source never drew", NEW_DIGITS, "inverted"),
     )
 }
 
