@@ -427,57 +427,113 @@ def test_file_identity_path_is_portable(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- quality read-out (digit + domain heads)
 
 
+STYLED = ("mnist-source", "mnist-inverted", "mnist-sketch", "mnist-color")
+
+
 @pytest.fixture(scope="module")
 def digit_extractor(tmp_path_factory):
-    """The demo CNN with its digit head, trained on two built-in domains at 16 px (as config/test.yaml)."""
-    from lfsgan.data.demo import DEMO_DOMAINS
-    from lfsgan.data.mnist import load_mnist_5k
+    """The demo CNN as the workflow trains it (rule train_extractor) on the four demo domains at 16 px:
+    domain head on the prepared sets, digit head also on every digit 0-9 drawn in each style."""
+    from lfsgan.data import load_prepared, prepare_dataset
     from lfsgan.metrics.demo_extractor import load_demo_extractor
+    from lfsgan.verbs.train_extractor import digit_renders
 
-    sets = [DEMO_DOMAINS[name] for name in ("mnist-source", "mnist-inverted")]
-    images = [d.render(16) for d in sets]
-    digits = torch.cat([torch.from_numpy(load_mnist_5k().labels[d.rows()].copy()) for d in sets])
-    labels = torch.cat([torch.full((len(x),), i, dtype=torch.long) for i, x in enumerate(images)])
-    path = tmp_path_factory.mktemp("digits") / "demo_cnn.pt"
-    meta = train_demo_extractor(torch.cat(images), labels, path, seed=0, steps=300, digits=digits,
-                                label_names=["mnist-source", "mnist-inverted"], progress=False)
+    root = tmp_path_factory.mktemp("digits")
+    for name in STYLED:
+        prepare_dataset(f"builtin:{name}", root / name, resolution=16, n_shots=10, shot_seed=0)
+    sets = [load_prepared(root / name) for name in STYLED]
+    extra, extra_digits, extra_styles, style_names = digit_renders(sets, {"data": {"resolution": 16, "resize_filter": "lanczos"}})
+    images = torch.cat([s.images for s in sets] + [extra])
+    labels = torch.cat([torch.full((len(s.images),), i, dtype=torch.long) for i, s in enumerate(sets)]
+                       + [torch.full((len(extra),), -1, dtype=torch.long)])
+    digits = torch.cat([s.labels for s in sets] + [extra_digits])
+    styles = torch.cat([torch.full((len(s.images),), i, dtype=torch.long) for i, s in enumerate(sets)] + [extra_styles])
+    path = root / "demo_cnn.pt"
+    meta = train_demo_extractor(images, labels, path, seed=0, steps=600, digits=digits, styles=styles,
+                                style_names=style_names, label_names=list(STYLED), progress=False)
     net, _ = load_demo_extractor(path)
-    return net, meta, images, digits[len(images[0]):]
+    return net, meta, sets
 
 
-def test_extractor_digit_head_records_heldout_accuracy(digit_extractor):
-    _, meta, images, _ = digit_extractor
+def test_digit_renders_cover_every_digit_in_every_style_once(digit_extractor):
+    from lfsgan.verbs.train_extractor import digit_renders
+
+    _, _, sets = digit_extractor
+    extra, digits, styles, names = digit_renders(sets, {"data": {"resolution": 16, "resize_filter": "lanczos"}})
+    assert names == ["plain", "inverted", "sketch", "colour"]
+    for i, s in enumerate(sets):  # each style: the domain's 1,750 images + the other 3,250 rows = all 5,000 digits
+        assert int((styles == i).sum()) + len(s.images) == 5000
+        assert set(digits[styles == i].tolist()) == set(range(10))
+
+
+def test_extractor_digit_head_records_heldout_accuracy_per_style(digit_extractor):
+    _, meta, _ = digit_extractor
     acc = meta["heldout_accuracy"]
-    assert meta["arch"]["n_digits"] == 10 and meta["heldout"]["n_images"] == round(0.1 * 5000)
-    assert acc["domain"] > 0.95 and acc["digit"] > 0.6, acc
+    assert meta["arch"]["n_digits"] == 10 and meta["heldout"]["n_images"] == round(0.1 * 20000)
+    assert meta["n_digit_only_images"] == 4 * 5000 - 4 * 1750
+    assert set(acc["digit_per_style"]) == {"plain", "inverted", "sketch", "colour"}
+    assert acc["domain"] > 0.95 and all(a > 0.6 for a in acc["digit_per_style"].values()), acc
 
 
 def test_quality_readout_healthy_real_images_are_not_collapsed(digit_extractor):
     from lfsgan.metrics.quality import quality_readout
 
-    net, _, (source, target), target_digits = digit_extractor
-    perm = torch.randperm(len(target), generator=torch.Generator().manual_seed(1))
-    q = quality_readout(net, target[perm[:300]], target, domain_index=1, threshold=0.9, seed=0)
+    net, _, sets = digit_extractor
+    target = sets[1]  # inverted digits 0-6
+    perm = torch.randperm(len(target.images), generator=torch.Generator().manual_seed(1))
+    q = quality_readout(net, target.images[perm[:300]], target.images, domain_index=1, threshold=0.9, seed=0,
+                        target_digits=list(range(7)), shots=target.shots())
     assert not q["collapsed"], q["collapse_reasons"]
     assert q["domain_share"] > 0.95 and q["confident_share"] > 0.3
-    assert sum(q["digit_histogram"][7:]) >= 0.8 * sum(q["digit_histogram"])  # the target holds 7, 8, 9
-    assert 0.7 < q["spread_ratio"] < 1.3 and q["top_digit_share"] < 0.6
+    assert sum(q["digit_histogram"][:7]) >= 0.9 * sum(q["digit_histogram"])  # the target holds 0-6
+    assert 0.7 < q["spread_ratio"] < 1.3 and q["top_digit_share"] < 0.4
+    assert q["coverage"] >= 6 and q["coverage_of"] == 7
     p = q["protocol"]
     assert p["threshold"] == 0.9 and p["n_samples"] == 300 and p["seed"] == 0 and "collapse_criterion" in p
-    q_src = quality_readout(net, target[:100], target, domain_index=0)  # target images read as the source domain
+    q_src = quality_readout(net, target.images[:100], target.images, domain_index=0)  # read as the source domain
     assert q_src["domain_share"] < 0.05
 
 
 def test_quality_readout_reports_collapse(digit_extractor):
     from lfsgan.metrics.quality import quality_readout
 
-    net, _, (source, target), target_digits = digit_extractor
+    net, _, sets = digit_extractor
+    target, labels = sets[1].images, sets[1].labels
     constant = target[:1].expand(200, -1, -1, -1).contiguous()  # one image repeated
-    q = quality_readout(net, constant, target, domain_index=1)
+    q = quality_readout(net, constant, target, domain_index=1, target_digits=list(range(7)))
     assert q["collapsed"] and q["spread_ratio"] < 1e-6  # 0 up to float rounding
     assert any("feature spread" in r for r in q["collapse_reasons"])
-    sevens = target[target_digits == 7][:200]  # varied images, but of one digit only
-    q = quality_readout(net, sevens, target, domain_index=1)
-    assert q["collapsed"] and q["top_digit"] == 7 and any("digit 7" in r for r in q["collapse_reasons"])
-    q = quality_readout(net, sevens, target, domain_index=1, max_class_share=1.0)  # criterion recorded, and used
+    assert q["confident_share"] in (0.0, 1.0) and (q["confident_share"] == 0 or (q["coverage"] == 1 and q["top_digit_share"] == 1))
+    threes = target[labels == 3][:200]  # varied images, but of one digit only: a planted one-digit generator
+    q = quality_readout(net, threes, target, domain_index=1, target_digits=list(range(7)))
+    assert q["collapsed"] and q["top_digit"] == 3 and any("digit 3" in r for r in q["collapse_reasons"])
+    assert q["coverage"] == 1 and q["top_digit_share"] > 0.9
+    q = quality_readout(net, threes, target, domain_index=1, max_class_share=1.0)  # criterion recorded, and used
     assert not q["collapsed"] and "> 1.0" in q["protocol"]["collapse_criterion"]
+
+
+def test_quality_readout_memorisation(digit_extractor):
+    """A generator that outputs its 10 shots reads as fully memorised; held-out real images do not."""
+    from lfsgan.metrics.quality import memorisation, quality_readout
+
+    net, _, sets = digit_extractor
+    ds = sets[1]
+    shots = ds.shots()
+    copies = shots.repeat(20, 1, 1, 1)  # [200, 3, 16, 16]: the shots, each 20 times
+    q = quality_readout(net, copies, ds.images, domain_index=1, shots=shots)
+    assert q["memorised_share"] == 1.0 and min(q["protocol"]["memorisation_tau"]) > 0
+    held_out = torch.ones(len(ds.images), dtype=torch.bool)
+    held_out[torch.as_tensor(ds.manifest["shots"])] = False
+    fresh = ds.images[held_out][:300]
+    q = quality_readout(net, fresh, ds.images, domain_index=1, shots=shots)
+    assert q["memorised_share"] == 0.0  # by construction: each is one of the other real images
+    # near-copies of a shot (a few grey levels of noise) still read as memorised
+    noisy = (shots.repeat(10, 1, 1, 1).int() + torch.randint(-3, 4, (100, 3, 16, 16), generator=torch.Generator().manual_seed(0)))
+    q = quality_readout(net, noisy.clamp(0, 255).to(torch.uint8), ds.images, domain_index=1, shots=shots)
+    assert q["memorised_share"] > 0.9, q["memorised_share"]
+    # the rule itself, on hand-made features: shot 0's nearest other image at 1, shot 1's at 2
+    f_shots = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    f_others = torch.tensor([[0.0, 1.0], [10.0, 2.0]])
+    f_fake = torch.tensor([[0.5, 0.0], [0.0, 1.5], [11.5, 0.0], [10.0, 2.5]])
+    share, tau = memorisation(f_fake, f_shots, f_others)
+    assert tau == [1.0, 2.0] and share == 0.5  # [0.5, 0] (0.5 < 1) and [11.5, 0] (1.5 < 2)

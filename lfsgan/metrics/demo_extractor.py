@@ -5,7 +5,11 @@ FID/KID with torch-fidelity's Inception costs ~0.2 s per image on a 2-core CPU (
 pipeline as a domain/class classifier on the demo's own data, at the images' native resolution; its
 penultimate activations (128-d, scaled to norm sqrt(128)) replace Inception's pool3 features
 (2048-d). A second head classifies the digit (the built-in domains are MNIST digits, their labels recorded at
-preparation); :mod:`lfsgan.metrics.quality` reads both heads. FID computed with a domain classifier is common practice on MNIST-like data, but the
+preparation); :mod:`lfsgan.metrics.quality` reads both heads. The digit head also learns from
+*digit-only* images (domain label ``-1``: they do not train the domain head) — in the workflow every
+MNIST digit 0–9 drawn in each domain's style — so that it reads a digit the same in every style;
+those images shape the shared features too, so FID values move with them (they are part of the
+weights file whose sha256 every FID protocol records). FID computed with a domain classifier is common practice on MNIST-like data, but the
 values are **not comparable to published FID**: only to values computed with the same weights file
 (its sha256 is recorded).
 
@@ -126,6 +130,8 @@ def train_demo_extractor(
     lr: float = 1e-3,
     label_names: list[str] | None = None,
     digits: torch.Tensor | None = None,
+    styles: torch.Tensor | None = None,
+    style_names: list[str] | None = None,
     holdout: float = 0.1,
     data_identity: list[dict] | None = None,
     progress: bool | None = None,
@@ -135,11 +141,14 @@ def train_demo_extractor(
 
     Args:
         images: uint8 [N, 3, H, W], the demo's images of every domain/class to separate.
-        labels: int64 [N], class index in ``0..C-1``.
+        labels: int64 [N], class index in ``0..C-1``; ``-1`` marks an image that trains only the digit
+            head (e.g. a digit the domains do not hold, drawn in a domain's style).
         out_path: checkpoint to write (tensors-only, atomic).
         seed: seeds the initialisation and the minibatch draws.
         steps: optimiser steps; 300 steps at 32x32 take well under a minute on 2 CPU cores.
         digits: int64 [N], each image's digit ``0..9`` (a digit head is trained); None: domain only.
+        styles: int64 [N], each image's style index into ``style_names``: the digit head's held-out
+            accuracy is recorded per style (``heldout_accuracy["digit_per_style"]``).
         holdout: fraction of the images (seeded by ``seed``) never trained on; the accuracy of both
             heads on them is recorded in the meta (``heldout_accuracy``).
         data_identity: what the images are (e.g. each prepared set's name and images_sha256), recorded.
@@ -154,9 +163,9 @@ def train_demo_extractor(
     if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
         raise ValueError(f"labels must be int64 [N={images.shape[0]}], got {labels.dtype} {tuple(labels.shape)}")
     n_classes = int(labels.max()) + 1
-    if labels.min() < 0 or n_classes < 2:
+    if labels.min() < (-1 if digits is not None else 0) or n_classes < 2:
         lo, hi = int(labels.min()), int(labels.max())
-        raise ValueError(f"labels must be 0..C-1 with C >= 2 classes, got min {lo} max {hi}")
+        raise ValueError(f"labels must be 0..C-1 with C >= 2 classes (-1 only beside digits), got min {lo} max {hi}")
     if label_names is not None and len(label_names) != n_classes:
         raise ValueError(f"label_names has {len(label_names)} names for {n_classes} classes")
 
@@ -176,7 +185,8 @@ def train_demo_extractor(
     for _ in tqdm(range(steps), desc=f"train {DEMO_EXTRACTOR_NAME}", disable=quiet):
         idx = train_idx[torch.randint(0, len(train_idx), (batch_size,), generator=g)]  # [B]
         _, logits, digit_logits = net.heads(images[idx])
-        loss = F.cross_entropy(logits, labels[idx])
+        has_domain = labels[idx] >= 0  # digit-only images (-1) do not train the domain head
+        loss = F.cross_entropy(logits[has_domain], labels[idx][has_domain]) if has_domain.any() else logits.new_zeros(())
         if digit_logits is not None:
             loss = loss + F.cross_entropy(digit_logits, digits[idx])
         opt.zero_grad(set_to_none=True)
@@ -190,7 +200,14 @@ def train_demo_extractor(
     digit_pred = torch.cat([o[2].argmax(1) for o in outs]) if digits is not None else None
 
     def accuracy(p: torch.Tensor | None, y: torch.Tensor | None, idx: torch.Tensor) -> float | None:
+        if p is not None:
+            idx = idx[y[idx] >= 0]  # images with a label for this head
         return None if p is None or len(idx) == 0 else float((p[idx] == y[idx]).float().mean())
+
+    per_style = None
+    if styles is not None and digit_pred is not None:
+        names = style_names or [str(i) for i in range(int(styles.max()) + 1)]
+        per_style = {name: accuracy(digit_pred, digits, held_idx[styles[held_idx] == i]) for i, name in enumerate(names)}
     meta = {
         "kind": DEMO_EXTRACTOR_NAME,
         "arch": net.arch(),
@@ -201,11 +218,13 @@ def train_demo_extractor(
         "lr": lr,
         "n_images": int(images.shape[0]),
         "training_data": data_identity,
-        "class_counts": torch.bincount(labels, minlength=n_classes).tolist(),
+        "class_counts": torch.bincount(labels[labels >= 0], minlength=n_classes).tolist(),
         "label_names": label_names,
         "train_accuracy": accuracy(pred, labels, train_idx),
         "heldout": {"fraction": holdout, "n_images": int(len(held_idx)), "rule": "torch.randperm(N, Generator(seed))[:round(fraction*N)]"},
-        "heldout_accuracy": {"domain": accuracy(pred, labels, held_idx), "digit": accuracy(digit_pred, digits, held_idx)},
+        "heldout_accuracy": {"domain": accuracy(pred, labels, held_idx), "digit": accuracy(digit_pred, digits, held_idx),
+                             "digit_per_style": per_style},
+        "n_digit_only_images": int((labels < 0).sum()),
         "train_accuracy_digit": accuracy(digit_pred, digits, train_idx),
         "digit_counts": None if digits is None else torch.bincount(digits, minlength=n_digits).tolist(),
         "final_loss": float(loss.detach()),

@@ -138,16 +138,17 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
 #: columns of the quality read-out table (lfsgan.metrics.quality), after the generator's identity
 #: below this share of confident samples the report says a generator makes nothing recognisable
 UNRECOGNISED_SHARE = 0.1
-QUALITY_COLUMNS = ["confident_share", "domain_share", "top_digit", "top_digit_share", "spread_ratio", "collapsed"]
+QUALITY_COLUMNS = ["confident_share", "domain_share", "coverage", "coverage_of", "top_digit", "top_digit_share",
+                   "memorised_share", "spread_ratio", "collapsed"]
 
 
 def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] = ()) -> pd.DataFrame:
     """One row per generator read out: every source seed (``lfsgan quality`` JSONs) and every
     (method, after task t, task s) (the ``quality`` block of ``lfsgan evaluate`` JSONs).
 
-    Columns: ``generator, domain, confident_share, domain_share, top_digit, top_digit_share,
-    spread_ratio, collapsed, digit_histogram, collapse_reasons, skipped`` (the reason when the
-    read-out did not run, else empty).
+    Columns: ``generator, domain, confident_share, domain_share, coverage, coverage_of, top_digit,
+    top_digit_share, memorised_share, spread_ratio, collapsed, digit_histogram, collapse_reasons,
+    skipped`` (the reason when the read-out did not run, else empty; a field a file predates is None).
     """
     rows = []
     for p in sources:
@@ -168,7 +169,7 @@ def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] =
 def _quality_fields(q: dict) -> dict:
     if "skipped" in q:
         return {**{c: None for c in QUALITY_COLUMNS}, "digit_histogram": None, "collapse_reasons": "", "skipped": q["skipped"]}
-    return {**{c: q[c] for c in QUALITY_COLUMNS}, "digit_histogram": json.dumps(q["digit_histogram"]),
+    return {**{c: q.get(c) for c in QUALITY_COLUMNS}, "digit_histogram": json.dumps(q["digit_histogram"]),
             "collapse_reasons": "; ".join(q["collapse_reasons"]), "skipped": ""}
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lfsgan.config import split_run
 from lfsgan.data import load_prepared, to_float
+from lfsgan.data.shots import run_shots
 from lfsgan.io import load_checkpoint, write_json
 from lfsgan.metrics import fid_kid, lpips_diversity, make_lpips
 from lfsgan.verbs._common import setup_torch
@@ -25,9 +27,10 @@ def fid_settings(cfg: dict, extractor_path: str | None) -> dict:
     return {"extractor": fid["extractor"], "weights_path": weights, "batch_size": cfg["evaluation"]["batch_size"]}
 
 
-def quality_block(cfg: dict, extractor_path: str | None, fake, dataset, domain: str) -> dict:
-    """The quality read-out (:mod:`lfsgan.metrics.quality`) of ``fake`` as domain ``domain``, or
-    ``{"skipped": why}`` when the FID extractor is not the demo CNN or has no digit head."""
+def quality_block(cfg: dict, extractor_path: str | None, fake, dataset, domain: str, shots=None) -> dict:
+    """The quality read-out (:mod:`lfsgan.metrics.quality`) of ``fake`` as domain ``domain`` (with
+    ``shots``, uint8 [K, 3, H, W], the memorisation of those training shots), or ``{"skipped": why}``
+    when the FID extractor is not the demo CNN or has no digit head."""
     from lfsgan.metrics.demo_extractor import load_demo_extractor
     from lfsgan.metrics.quality import quality_readout
     from lfsgan.metrics.weights import file_identity
@@ -45,7 +48,9 @@ def quality_block(cfg: dict, extractor_path: str | None, fake, dataset, domain: 
     block = quality_readout(net, fake, dataset.images, names.index(domain), threshold=q["threshold"],
                             max_class_share=q["max_class_share"], min_confident=q["min_confident"],
                             min_spread_ratio=q["min_spread_ratio"], n_real=q["n_real"], seed=cfg["evaluation"]["seed"],
-                            batch_size=cfg["evaluation"]["batch_size"])
+                            batch_size=cfg["evaluation"]["batch_size"], min_coverage_share=q["min_coverage_share"],
+                            target_digits=None if dataset.labels is None else sorted(set(dataset.labels.tolist())),
+                            shots=shots)
     block["protocol"]["extractor"] = {
         **file_identity(extractor_path),
         **{k: meta.get(k) for k in ("training_data", "label_names", "heldout", "heldout_accuracy", "digit_counts", "seed", "steps")},
@@ -58,6 +63,7 @@ def run(cfg: dict, samples: str, data: str, cache: str, out: str, extractor: str
     fake_t, meta = load_checkpoint(Path(samples) / "samples.pt")
     fake = fake_t["images"]  # uint8 [N, 3, H, W]
     dataset = load_prepared(data)
+    shot_indices, shots, shot_rule = run_shots(dataset, cfg["data"], split_run(cfg, meta["method"])[1])
     ev = cfg["evaluation"]
     reference = {
         "set": f"full prepared set of '{Path(data).name}' ({len(dataset.images)} images, not only the shots)",
@@ -78,13 +84,13 @@ def run(cfg: dict, samples: str, data: str, cache: str, out: str, extractor: str
     model = make_lpips(lp["net"], lp["backbone_weights"], lp["allow_random_backbone"], device=device.type)
     div = lpips_diversity(
         to_float(fake),
-        to_float(dataset.shots()),
+        to_float(shots),
         lpips_model=model,
         n_fake=min(lp["n_fake"], len(fake)),
         cluster_size=lp["cluster_size"],
         seed=ev["seed"],
         batch_size=ev["batch_size"],
-        reference={"centers": f"the {len(dataset.manifest['shots'])} training shots of '{Path(data).name}'"},
+        reference={"centers": f"the {len(shots)} training shots of '{Path(data).name}' ({shot_rule})", "shots": shot_indices},
     )
     tasks = cfg["tasks"]
     record = {
@@ -100,7 +106,7 @@ def run(cfg: dict, samples: str, data: str, cache: str, out: str, extractor: str
         "b_lpips": div["b_lpips"],
         "entropy": div["entropy"],
         "cluster_sizes": div["cluster_sizes"],
-        "quality": quality_block(cfg, extractor, fake, dataset, Path(data).name),
+        "quality": quality_block(cfg, extractor, fake, dataset, Path(data).name, shots=shots),
         "protocol": {"fid_kid": fid["protocol"], "lpips": div["protocol"], "samples": {k: meta[k] for k in ("n_samples", "seed", "truncation", "latents")}},
     }
     write_json(out, record)

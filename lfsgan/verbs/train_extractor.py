@@ -4,22 +4,62 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from lfsgan.data import load_prepared
+from lfsgan.data import PreparedDataset, load_prepared
+from lfsgan.data.demo import ALL_DIGITS, demo_domain, render_style, select_rows
+from lfsgan.data.mnist import load_mnist_5k
 from lfsgan.metrics import train_demo_extractor
 from lfsgan.verbs._common import setup_torch
 
 
+def digit_renders(sets: list[PreparedDataset], cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Every MNIST digit 0–9 in the style of each built-in domain, except the rows a domain of that
+    style already holds (an image is never both a domain image and a digit-only copy of itself).
+
+    Returns (images uint8 [M, 3, R, R], digits int64 [M], style index int64 [M], style names); the
+    styles of the domains themselves come first, in the order of ``sets``.
+    """
+    styles: dict[str, list[dict]] = {}
+    for s in sets:
+        recipe = s.manifest.get("source") or {}
+        if recipe.get("kind") == "builtin" and recipe.get("style"):
+            styles.setdefault(recipe["style"], []).append(recipe)
+    labels = load_mnist_5k().labels
+    images, digits, style_ids = [], [], []
+    for i, (style, recipes) in enumerate(styles.items()):
+        held = np.concatenate([demo_domain(r["name"]).rows() for r in recipes])
+        rows = np.setdiff1d(select_rows(ALL_DIGITS), held)  # ascending
+        images.append(render_style(style, rows, demo_domain(recipes[0]["name"]).seed,
+                                   cfg["data"]["resolution"], cfg["data"]["resize_filter"]))
+        digits.append(torch.from_numpy(labels[rows].astype(np.int64)))
+        style_ids.append(torch.full((len(rows),), i, dtype=torch.long))
+    if not styles:
+        empty = torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, 3, cfg["data"]["resolution"], cfg["data"]["resolution"], dtype=torch.uint8), empty, empty, []
+    return torch.cat(images), torch.cat(digits), torch.cat(style_ids), list(styles)
+
+
 def run(cfg: dict, data: list[str], out: str) -> None:
-    """A small CNN trained to tell the demo's domains apart (and, when every prepared set records its
-    digit labels, the digits: the quality read-out's second head); its penultimate features feed
-    torch-fidelity. Values computed with it are labelled not comparable with published FID."""
+    """A small CNN trained to tell the demo's domains apart and, when every prepared set records its
+    digit labels, the digits (the quality read-out's second head) — learnt from every digit 0–9 in
+    every built-in style, so a digit reads the same in any style. Its penultimate features feed
+    torch-fidelity; values computed with it are labelled not comparable with published FID."""
     setup_torch(cfg)
     sets = [load_prepared(d) for d in data]
     images = torch.cat([s.images for s in sets])
     labels = torch.cat([torch.full((len(s.images),), i, dtype=torch.long) for i, s in enumerate(sets)])
     digits = torch.cat([s.labels for s in sets]) if all(s.labels is not None for s in sets) else None
+    styles = style_names = None
+    if digits is not None:
+        extra, extra_digits, extra_styles, style_names = digit_renders(sets, cfg)
+        own_style = [style_names.index(s.manifest["source"]["style"]) if s.manifest.get("source", {}).get("style") in style_names
+                     else -1 for s in sets]
+        styles = torch.cat([torch.full((len(s.images),), k, dtype=torch.long) for s, k in zip(sets, own_style)] + [extra_styles])
+        images = torch.cat([images, extra])
+        labels = torch.cat([labels, torch.full((len(extra),), -1, dtype=torch.long)])
+        digits = torch.cat([digits, extra_digits])
     train_demo_extractor(
         images,
         labels,
@@ -28,6 +68,8 @@ def run(cfg: dict, data: list[str], out: str) -> None:
         steps=cfg["evaluation"]["fid"]["extractor_steps"],
         label_names=[Path(d).name for d in data],
         digits=digits,
+        styles=styles,
+        style_names=style_names,
         data_identity=[{"name": Path(d).name, "images_sha256": s.manifest["images_sha256"],
                         "labels_sha256": (s.manifest.get("labels") or {}).get("sha256")} for d, s in zip(data, sets)],
     )
