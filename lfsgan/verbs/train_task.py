@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from lfsgan.config import ConfigError, method_entry, method_train_config, split_run
-from lfsgan.data import InfiniteSampler, load_prepared, to_float
+from lfsgan.data import InfiniteSampler, images_sha256, load_prepared, to_float
+from lfsgan.data.shots import run_shots
 from lfsgan.io import load_checkpoint, sha256_file, write_json
 from lfsgan.metrics import count_tensors
 from lfsgan.methods.base import TaskContext
@@ -54,6 +55,8 @@ def run(
     )
     g_src, d_src, _ = load_source(source, model_config(cfg))
     dataset = load_prepared(data)
+    shot_indices, shots, shot_rule = run_shots(dataset, cfg["data"], replicate)  # shots: uint8 [n_shots, 3, R, R]
+    shots_record = {"shots": shot_indices, "shots_sha256": images_sha256(shots), "shot_rule": shot_rule}
     extras = {}
     if kind == "ewc":
         if fisher is None:
@@ -65,12 +68,11 @@ def run(
         source_g=g_src,
         source_d=d_src,
         previous=load_task_states(list(previous)),
-        real_shots=to_float(dataset.shots()),
+        real_shots=to_float(shots),
         device=device,
         seed=seed,
         extras=extras,
     )
-    shots = dataset.shots()  # uint8 [n_shots, 3, R, R]
     sampler = InfiniteSampler(shots, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"], sampling=cfg["data"]["sampling"])
     G, D = build_models(model_config(cfg))
     g_total = sum(p.numel() for p in G.parameters())
@@ -86,7 +88,7 @@ def run(
         model_cfg=model_config(cfg),
         resume=not no_resume,
         inputs={
-            "data": {k: dataset.manifest[k] for k in ("images_sha256", "shots", "shots_sha256")}
+            "data": {"images_sha256": dataset.manifest["images_sha256"], **shots_record}
             | {"hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]},
             "source_sha256": sha256_file(source),
             "previous_sha256": [sha256_file(p) for p in previous],
@@ -94,8 +96,7 @@ def run(
         },
         meta={
             "workflow": {"stage": "task", "method": method, "kind": kind, "task": task, "task_index": index, "replicate": replicate},
-            "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], "shots": dataset.manifest["shots"],
-                     "shots_sha256": dataset.manifest["shots_sha256"]},
+            "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], **shots_record},
             "versions": versions(),
         },
     )
