@@ -80,13 +80,13 @@ def _(p):
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run's checkpoint.pt")
 
 
-@verb("sample", "sample", "generate images of task S with a method's generator after task T")
+@verb("sample", "sample", "generate images of task S with a method's generator after task T (no --method: the source's)")
 def _(p):
-    p.add_argument("--method", required=True)
-    p.add_argument("--after", required=True, help="the last task learnt")
-    p.add_argument("--task", required=True, help="the task whose generator is sampled (s <= t)")
+    p.add_argument("--method", default=None, help="method run; leave out (with --after/--task/--states) to sample the source")
+    p.add_argument("--after", default=None, help="the last task learnt")
+    p.add_argument("--task", default=None, help="the task whose generator is sampled (s <= t)")
     p.add_argument("--source", required=True, help="source final.pt")
-    p.add_argument("--states", nargs="+", required=True, help="task.pt of tasks 1..t of the method, in order")
+    p.add_argument("--states", nargs="*", default=[], help="task.pt of tasks 1..t of the method, in order")
     p.add_argument("--out", required=True, help="output folder (samples.pt, samples.json, grid.png)")
 
 
@@ -99,9 +99,9 @@ def _(p):
     p.add_argument("--out", required=True, help="metrics JSON")
 
 
-@verb("quality", "quality", "quality read-out of a source generator (demo CNN digit and domain heads)")
+@verb("quality", "quality", "quality read-out of a source generator's samples (demo CNN digit and domain heads)")
 def _(p):
-    p.add_argument("--source", required=True, help="source run folder's final.pt")
+    p.add_argument("--samples", required=True, help="sample folder of the source (`lfsgan sample` without --method)")
     p.add_argument("--data", required=True, help="prepared source domain folder")
     p.add_argument("--extractor", default=None, help="demo extractor weights (lfsgan-demo-cnn)")
     p.add_argument("--out", required=True, help="quality JSON")
@@ -154,6 +154,8 @@ def _(p):
     p.add_argument("--quality", nargs="*", default=[], help="source quality JSONs from `lfsgan quality`")
     p.add_argument("--source", default=None, help="source final.pt (fine-tuning's weight change per layer group)")
     p.add_argument("--cache", default=None, help="FID cache folder (real sets' features: each task's distance from the source)")
+    p.add_argument("--same-latents", nargs="*", default=[],
+                   help="samples.pt of the source and of each method right after each task (same-latent grids)")
     p.add_argument("--out", required=True, help="report folder")
 
 

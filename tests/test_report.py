@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pandas as pd
+import yaml
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -118,3 +119,34 @@ def test_html_report_renders_in_a_browser(completed_run, tmp_path):
         capture_output=True, timeout=180,
     )
     assert shot.stat().st_size > 20_000  # a painted page, not a blank one
+
+
+def test_same_latent_grids_put_the_source_beside_each_method_on_identical_latents(completed_run, tmp_path):
+    """One figure per task: the source's row and each method's row (right after that task) drawn from
+    the same latents — the sample files' z_sha256 agree with each other and with the latents
+    recomputed from the evaluation seed; a sample file drawn from other latents is refused."""
+    from lfsgan.io import load_checkpoint, save_checkpoint
+    from lfsgan.verbs.report import same_latent_figures
+    from lfsgan.verbs.sample import latent_codes, latents_sha256
+
+    root = completed_run.root
+    cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    rec = json.loads((root / "results" / "report" / "same_latents.json").read_text())
+    expected = latents_sha256(latent_codes(cfg["evaluation"]["n_samples"], cfg["model"]["style_dim"], cfg["evaluation"]["seed"]))
+    assert set(rec["tasks"]) == set(cfg["tasks"])
+    for task, rows in rec["tasks"].items():
+        assert rows[0]["row"] == "source" and [r["row"] for r in rows[1:]] == list(cfg["methods"])
+        assert {r["z_sha256"] for r in rows} == {expected}, task
+        assert rows[1]["samples"] == f"results/samples/{rows[1]['row']}/after_{task}/{task}/samples.pt"
+        assert (root / "results" / "report" / f"same_latents_{task}.png").stat().st_size > 0
+    src_images, src_meta = load_checkpoint(root / rec["tasks"][cfg["tasks"][0]][0]["samples"])
+    assert src_meta["method"] is None and src_meta["z_sha256"] == expected
+
+    # a method's sample file drawn from other latents: the figure refuses it
+    task = cfg["tasks"][0]
+    method_file = root / rec["tasks"][task][1]["samples"]
+    images, meta = load_checkpoint(method_file)
+    forged = tmp_path / "forged" / "samples.pt"
+    save_checkpoint(forged, images, {**meta, "z_sha256": latents_sha256(latent_codes(4, 3, 0))})
+    with pytest.raises(ValueError, match="different latents"):
+        same_latent_figures([str(root / rec["tasks"][task][0]["samples"]), str(forged)], [task], tmp_path / "out")

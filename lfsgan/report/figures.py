@@ -1,4 +1,5 @@
-"""matplotlib figures (PNG): forgetting heatmaps, metrics along the task sequence, sample mosaic."""
+"""matplotlib figures (PNG): forgetting heatmaps, metrics along the task sequence, sample mosaic,
+same-latent grids."""
 
 from __future__ import annotations
 
@@ -87,6 +88,24 @@ def sample_mosaic(grids: dict[tuple[str, str], str | Path], methods: list[str], 
     _save(fig, path)
 
 
+def same_latent_grid(rows: list[tuple[str, np.ndarray]], path: str | Path, title: str) -> None:
+    """One row of images per generator, column ``j`` of every row drawn from the same latent ``z_j``.
+
+    ``rows``: ``(label, uint8 images [K, 3, H, W])``, the source's row first by convention.
+    """
+    k = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4.0, 0.9 * k) + 1.0, 0.9 * len(rows) + 0.5), squeeze=False,
+                             layout="constrained")
+    for ax, (label, images) in zip(axes[:, 0], rows):
+        strip = np.concatenate([im.transpose(1, 2, 0) for im in images], axis=1)  # [H, K·W, 3]
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
 def plot_r_gamma(table: pd.DataFrame, path: str | Path, title: str = "") -> None:
     """Ito et al.'s R(γ) (lfsgan.permute.diagnostics.r_gamma): left, the network total against γ
     per merge method (mean over pairs of members); right, per layer at the largest γ."""
@@ -113,7 +132,7 @@ def plot_r_gamma(table: pd.DataFrame, path: str | Path, title: str = "") -> None
 def plot_quality(quality: pd.DataFrame, path: str | Path) -> None:
     """One bar chart per generator and domain read out: the digit histogram of its confident
     samples (share of confident samples per digit), titled with the confident share, the share in
-    the right domain and, in red, COLLAPSED."""
+    the right domain, the digits covered, the memorised share and, in red, COLLAPSED."""
     rows = quality[quality["skipped"] == ""] if "skipped" in quality else quality.iloc[0:0]
     n = max(1, len(rows))
     cols = min(4, n)
@@ -131,5 +150,9 @@ def plot_quality(quality: pd.DataFrame, path: str | Path) -> None:
         ax.set_xticks(np.arange(len(hist)))
         ax.set_ylim(0, 1)
         title = f"{r.generator}\n{r.domain}: conf {r.confident_share:.0%}, domain {r.domain_share:.0%}"
+        if r.coverage is not None and not pd.isna(r.coverage):
+            title += f", covers {int(r.coverage)}/{int(r.coverage_of)}"
+        if r.memorised_share is not None and not pd.isna(r.memorised_share):
+            title += f", memorised {r.memorised_share:.0%}"
         ax.set_title(title + ("\nCOLLAPSED" if r.collapsed else ""), fontsize=8, color="tab:red" if r.collapsed else "black")
     _save(fig, path)

@@ -22,7 +22,7 @@ from lfsgan.report import (
 )
 from lfsgan.report.claim_inputs import pair_table, read_fisher_layers, source_distance, task_weight_changes
 from lfsgan.report.claims import claims_table
-from lfsgan.report.figures import plot_quality
+from lfsgan.report.figures import plot_quality, same_latent_grid
 from lfsgan.train import build_models
 from lfsgan.verbs._models import load_source, model_config
 from lfsgan.report.tables import (METRICS, collapse_statement, isolated_methods, label_by_construction, quality_table,
@@ -58,6 +58,7 @@ def run(
     quality: list[str] = (),
     source: str | None = None,
     cache: str | None = None,
+    same_latents: list[str] = (),
 ) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,8 @@ def run(
     methods = list(dict.fromkeys(df["method"]))
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
     sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
+    if same_latents:
+        same_latent_figures(same_latents, task_order, out, n=cfg["evaluation"]["grid"] // 2)
 
     qual = quality_table(metrics, quality)
     with atomic_path(out / "quality.csv") as tmp:
@@ -133,6 +136,32 @@ def run(
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text("\n".join(md))
     log.info("report written to %s", out)
+
+
+def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int = 8) -> None:
+    """``same_latents_<task>.png`` per task: the source's first ``n`` samples in the top row and, below,
+    each method's generator right after learning that task, drawn from the same latents — checked by
+    the ``z_sha256`` every sample file records — plus ``same_latents.json`` naming each row's file.
+
+    ``samples``: sample folders' ``samples.pt``; the one without a method is the source's.
+    """
+    loaded = [(p, *load_checkpoint(p)) for p in samples]
+    source = [x for x in loaded if x[2].get("method") is None]
+    if len(source) != 1:
+        raise ValueError(f"same-latent grids need exactly one source sample file among --same-latents, got {len(source)}")
+    record = {"n_per_row": n, "latents": source[0][2]["latents"], "tasks": {}}
+    for task in tasks:
+        rows = source + [x for x in loaded if x[2].get("method") is not None and x[2]["task"] == task == x[2]["after_task"]]
+        hashes = {x[2]["z_sha256"] for x in rows}
+        if len(hashes) != 1:
+            raise ValueError(f"same-latent grid of task '{task}': its sample files were drawn from different latents "
+                             f"({', '.join(str(x[0]) for x in rows)}); regenerate them with one evaluation.seed")
+        labels = ["source"] + [x[2]["method"] for x in rows[1:]]
+        same_latent_grid([(label, x[1]["images"][:n].numpy()) for label, x in zip(labels, rows)],
+                         out / f"same_latents_{task}.png",
+                         f"Task '{task}': each column one latent z; the source and each method right after learning the task")
+        record["tasks"][task] = [{"row": label, "samples": str(x[0]), "z_sha256": x[2]["z_sha256"]} for label, x in zip(labels, rows)]
+    write_json(out / "same_latents.json", record)
 
 
 def _analyses(cfg: dict, df: pd.DataFrame, tasks: list[str], match: list[str], lmc: list[str], fisher: str | None,

@@ -117,6 +117,8 @@ def report_targets():
         "results/report/samples.png",
         "results/report/quality.csv",
         "results/report/quality.png",
+        "results/report/same_latents.json",
+        *[f"results/report/same_latents_{t}.png" for t in TASKS],
     ]
 
 
@@ -152,6 +154,8 @@ def _report_inputs(wc=None):
         "fisher": "results/fisher/layers.csv",
         "source": source_checkpoint(),  # fine-tuning's weight change per layer group (claims page)
         "quality": [f"results/quality/source/seed{s}.json" for s in SEEDS] if DEMO_EXTRACTOR else [],
+        "same_latents": [f"results/samples/source/seed{BASE_SEED}/samples.pt"]
+        + [f"results/samples/{m}/after_{t}/{t}/samples.pt" for m in config["methods"] for t in TASKS],
     }
 
 

@@ -50,6 +50,31 @@ rule sample:
         " --source {input.source} --states {input.states} --out {params.out} > {log} 2>&1"
 
 
+rule sample_source:
+    input:
+        source=source_checkpoint("{seed}"),
+    output:
+        samples="results/samples/source/seed{seed}/samples.pt",
+        meta="results/samples/source/seed{seed}/samples.json",
+        grid="results/samples/source/seed{seed}/grid.png",
+    params:
+        sampling=lambda wc: json.dumps(
+            {k: config["evaluation"][k] for k in ("n_samples", "seed", "truncation", "batch_size", "grid")},
+            sort_keys=True,
+        ),
+        out=lambda wc, output: Path(output.samples).parent,
+    log:
+        "logs/sample_source/seed{seed}.log",
+    benchmark:
+        "benchmarks/sample_source/seed{seed}.tsv"
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=GPU,
+    shell:
+        "lfsgan sample --config {CONFIG_FILE} --source {input.source} --out {params.out} > {log} 2>&1"
+
+
 rule evaluate:
     input:
         samples="results/samples/{method}/after_{after}/{task}/samples.pt",
@@ -82,17 +107,17 @@ if DEMO_EXTRACTOR:
 
     rule quality_source:
         input:
-            source=source_checkpoint("{seed}"),
+            samples=rules.sample_source.output.samples,
             data=f"results/data/{config['source']['domain']}/images.pt",
             extractor=EXTRACTOR,
         output:
             "results/quality/source/seed{seed}.json",
         params:
             protocol=lambda wc: json.dumps(
-                {k: v for k, v in config["evaluation"].items() if k in ("quality", "n_samples", "seed", "truncation", "batch_size")},
-                sort_keys=True,
+                {k: v for k, v in config["evaluation"].items() if k in ("quality", "batch_size")}, sort_keys=True
             ),
             data_dir=lambda wc, input: Path(input.data).parent,
+            samples_dir=lambda wc, input: Path(input.samples).parent,
         log:
             "logs/quality_source/seed{seed}.log",
         benchmark:
@@ -102,5 +127,5 @@ if DEMO_EXTRACTOR:
             runtime=RES["runtime"],
             gpu=GPU,
         shell:
-            "lfsgan quality --config {CONFIG_FILE} --source {input.source} --data {params.data_dir}"
+            "lfsgan quality --config {CONFIG_FILE} --samples {params.samples_dir} --data {params.data_dir}"
             " --extractor {input.extractor} --out {output} > {log} 2>&1"

@@ -17,6 +17,11 @@ rule report:
         samples=report("results/report/samples.png", caption="../report/samples.rst", category="Samples"),
         quality=report("results/report/quality.csv", caption="../report/quality.rst", category="Results"),
         quality_plot=report("results/report/quality.png", caption="../report/quality.rst", category="Results"),
+        same_latents="results/report/same_latents.json",
+        same_latent_grids=[
+            report(f"results/report/same_latents_{t}.png", caption="../report/same_latents.rst", category="Samples")
+            for t in TASKS
+        ],
     params:
         out=lambda wc, output: Path(output.summary).parent,
         lmc=lambda wc, input: f"--lmc {' '.join(input.lmc)}" if input.lmc else "",
@@ -33,4 +38,4 @@ rule report:
     shell:
         "lfsgan report --config {CONFIG_FILE} --metrics {input.metrics} --tasks {input.tasks} --grids {input.grids}"
         " {params.lmc} {params.match} {params.merge} {params.quality} --fisher {input.fisher} --source {input.source}"
-        " --cache results/eval/.cache --out {params.out} > {log} 2>&1"
+        " --same-latents {input.same_latents} --cache results/eval/.cache --out {params.out} > {log} 2>&1"
