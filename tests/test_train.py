@@ -143,6 +143,26 @@ def test_steps_run_and_lazy_regularisers_follow_their_intervals():
     assert "r1" not in rec and "path" not in rec
 
 
+def test_freeze_d_keeps_the_first_discriminator_blocks_fixed():
+    """FreezeD (Mo et al. 2020): with freeze_d = 2, D's fromRGB and first ResBlock keep their weights
+    bit for bit over training steps; the later blocks and G still train."""
+    G, D = models()
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    trainer = Trainer(G, D, config(freeze_d=2))
+    data = sampler(trainer.cfg)
+    for i in range(3):
+        trainer.step(i, next(data))
+    after = D.state_dict()
+    frozen = [k for k in before if k.startswith(("convs.0.", "convs.1."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("convs.2."))
+    assert not torch.equal(before["final_linear.1.weight"], after["final_linear.1.weight"])
+    with pytest.raises(ValueError, match="freeze_d = 9"):
+        Trainer(*models(), config(freeze_d=9))
+    with pytest.raises(ValueError, match="freeze_d must be an integer"):
+        config(freeze_d=-1)
+
+
 def test_ema_is_g_when_decay_is_zero_and_averages_otherwise():
     G, D = models()
     trainer = Trainer(G, D, config(ema_decay=0.0))

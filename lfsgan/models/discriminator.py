@@ -107,6 +107,13 @@ class Discriminator(nn.Module):
             EqualLinear(channels[4], 1),
         )
 
+    def first_blocks_parameters(self, n: int) -> list[nn.Parameter]:
+        """Parameters of the first ``n`` blocks of ``convs`` (fromRGB, then the ResBlocks from the
+        highest resolution down): what FreezeD (Mo et al. 2020) keeps fixed while adapting."""
+        if not 0 <= n <= len(self.convs):
+            raise ValueError(f"freeze_d = {n}: the discriminator has {len(self.convs)} blocks (fromRGB + ResBlocks); choose 0..{len(self.convs)}")
+        return [p for block in self.convs[:n] for p in block.parameters()]
+
     def forward(
         self, img: torch.Tensor, return_features: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:

@@ -29,6 +29,7 @@ class TrainConfig:
     path_batch_shrink: int = 2
     path_decay: float = 0.01  # running-mean decay of the path length (StyleGAN2 a)
     style_mixing: float = 0.9  # probability of two latents per fake batch (source pretraining, path reg)
+    freeze_d: int = 0  # FreezeD (Mo et al. 2020): D's first N blocks (from RGB on) do not train
     ema_decay: float | None = None  # per-step EMA decay; None -> from ema_half_life_kimg
     ema_half_life_kimg: float = 10.0  # rosinality: 0.5 ** (32 / (10 * 1000)) at batch 32
     mode_seeking_weight: float = 0.0  # MSGAN term on G's fakes (losses.mode_seeking_penalty); 0 = StyleGAN2 as published
@@ -50,6 +51,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.freeze_d, int) or isinstance(self.freeze_d, bool) or self.freeze_d < 0:
+            raise ValueError(f"TrainConfig.freeze_d must be an integer >= 0, got {self.freeze_d!r}")
         for name in ("lr_g", "lr_d"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")

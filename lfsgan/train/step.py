@@ -73,7 +73,8 @@ class Trainer:
         self.method = method if method is not None else self.default
         self.extra = self.method.extra_discriminator_modules()
         self.g_params = [p for p in self.method.generator_parameters(G)]
-        self.d_params = [p for p in self.method.discriminator_parameters(D)]
+        frozen = {id(p) for p in D.first_blocks_parameters(cfg.freeze_d)}  # FreezeD
+        self.d_params = [p for p in self.method.discriminator_parameters(D) if id(p) not in frozen]
         if self.extra is not None:
             self.d_params += list(self.extra.parameters())
         self.g_optim = lazy_adam(self.g_params, cfg.lr_g, cfg.path_reg_every, cfg.path_reg_weight > 0)
