@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lfsgan.report.claims import claims_table, replicate_values
-from lfsgan.report.evidence import BY_CONSTRUCTION, Estimate, estimate, verdict
+from lfsgan.report.evidence import BY_CONSTRUCTION, Estimate, detectable_difference, estimate, verdict
 
 
 def test_interval_from_known_values():
@@ -35,6 +35,18 @@ def test_interval_from_known_values():
 ])
 def test_verdict_from_intervals(left, right, expect, result):
     assert verdict(estimate(left), estimate(right), expect) == result
+
+
+def test_detectable_difference_is_where_the_intervals_stop_overlapping():
+    """The claims page's 'detectable' column: shifting the right side's values by just more than the
+    stated gap turns the verdict from inconclusive to supported; by just less, it stays inconclusive."""
+    left, right = estimate([1.0, 3.0, 5.0]), estimate([2.0, 4.0, 6.0])
+    gap = detectable_difference(left, right)
+    assert gap == pytest.approx(left.half_width + right.half_width)
+    for shift, result in ((gap - (right.mean - left.mean) + 1e-6, "supported"), (gap - (right.mean - left.mean) - 1e-6, "inconclusive (intervals overlap)")):
+        assert verdict(left, estimate([v + shift for v in (2.0, 4.0, 6.0)]), "less") == result
+    assert detectable_difference(left, 0.0) == pytest.approx(left.half_width)  # a fixed number has no width
+    assert detectable_difference(estimate([1.0]), right) is None  # n = 1: no gap can be called
 
 
 def test_by_construction_is_never_evidence():

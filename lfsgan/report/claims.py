@@ -19,7 +19,7 @@ from typing import Any, Callable, Union
 import pandas as pd
 
 from lfsgan.report.claim_inputs import LAST, REST, fisher_by_group
-from lfsgan.report.evidence import Estimate, estimate, rank_correlation, verdict
+from lfsgan.report.evidence import Estimate, detectable_difference, estimate, rank_correlation, verdict
 from lfsgan.report.tables import METRICS, isolated_methods
 
 
@@ -288,8 +288,18 @@ def claims_table(df: pd.DataFrame, methods: dict[str, dict], **analyses: Any) ->
             "expect": c.expect.replace("_", " "),
             "right": shown[1], "right_value": _shown(values[1]),
             "verdict": result,
+            "detectable": _detectable(values, result),
         })
     return pd.DataFrame(out)
+
+
+def _detectable(values: list, result: str) -> str:
+    """For an inconclusive verdict on two intervals: the smallest difference of means they could have
+    called at this n (:func:`detectable_difference`), as the claims page states it."""
+    if not result.startswith("inconclusive") or any(v is None for v in values):
+        return ""
+    gap = detectable_difference(values[0], values[1])
+    return "" if gap is None else f"|Δ| > {gap:.3g}"
 
 
 def _shown(value: Estimate | float | None) -> str:

@@ -85,6 +85,15 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], n_independent: int 
     return Estimate(rho, math.tanh(z - half), math.tanh(z + half), m)
 
 
+def detectable_difference(left: Estimate, right: Estimate | float) -> float | None:
+    """The smallest gap between the two means that :func:`verdict` could call, at these intervals'
+    widths: ``half_width(left) + half_width(right)`` (a fixed number has width 0) — two intervals
+    of these widths are disjoint exactly when their means lie further apart. ``None`` when a side has
+    no interval (too few replicates: no gap can be called at that n)."""
+    widths = [v.half_width if isinstance(v, Estimate) else 0.0 for v in (left, right)]
+    return None if any(math.isnan(w) for w in widths) else float(sum(widths))
+
+
 #: what a claim expects of its left side relative to its right side
 DIRECTIONS = ("less", "greater", "not_greater", "not_less")
 
