@@ -503,7 +503,12 @@ def test_quality_readout_reports_collapse(digit_extractor):
     q = quality_readout(net, constant, target, domain_index=1, target_digits=list(range(7)))
     assert q["collapsed"] and q["spread_ratio"] < 1e-6  # 0 up to float rounding
     assert any("feature spread" in r for r in q["collapse_reasons"])
-    assert q["confident_share"] in (0.0, 1.0) and (q["confident_share"] == 0 or (q["coverage"] == 1 and q["top_digit_share"] == 1))
+    # a planted one-digit generator: one confidently read "3" repeated covers 1 digit, with top share 1
+    with torch.no_grad():
+        conf, digit = net.heads(target[labels == 3])[2].softmax(1).max(1)
+    three = target[labels == 3][int(torch.nonzero((conf > 0.99) & (digit == 3))[0])]
+    q = quality_readout(net, three[None].expand(200, -1, -1, -1).contiguous(), target, domain_index=1, target_digits=list(range(7)))
+    assert q["coverage"] == 1 and q["top_digit_share"] == 1.0 and q["top_digit"] == 3 and q["collapsed"]
     threes = target[labels == 3][:200]  # varied images, but of one digit only: a planted one-digit generator
     q = quality_readout(net, threes, target, domain_index=1, target_digits=list(range(7)))
     assert q["collapsed"] and q["top_digit"] == 3 and any("digit 3" in r for r in q["collapse_reasons"])

@@ -83,9 +83,14 @@ def test_quality_readout_runs_and_records_its_protocol(completed_run):
     assert {d["name"] for d in ex["training_data"]} == {"mnist-source", "inverted", "sketch"}
     assert all(len(d["images_sha256"]) == 64 and len(d["labels_sha256"]) == 64 for d in ex["training_data"])
     assert 0 <= ex["heldout_accuracy"]["digit"] <= 1 and 0 <= ex["heldout_accuracy"]["domain"] <= 1
+    per_style = ex["heldout_accuracy"]["digit_per_style"]  # the digit head reads digits 0-9 in each domain's style
+    assert set(per_style) == {"plain", "inverted", "sketch"} and all(0 <= a <= 1 for a in per_style.values())
+    assert q["coverage_of"] == 7 and 0 <= q["coverage"] <= 7 and 0 <= q["memorised_share"] <= 1
+    assert len(p["memorisation_tau"]) == 10  # one threshold per training shot
     src = json.loads((root / "results" / "quality" / "source" / "seed1.json").read_text())
     assert src["domain"] == "mnist-source" and src["quality"]["protocol"]["samples"]["n_samples"] == 48
     table = pd.read_csv(root / "results" / "report" / "quality.csv")
+    assert {"coverage", "coverage_of", "top_digit_share", "memorised_share"} <= set(table.columns)
     assert {"source seed0", "source seed1"} <= set(table["generator"])
     assert len(table) == 2 + 4 * 3  # 2 sources + 4 methods x (inverted after inverted, both after sketch)
     assert table["collapsed"].isin([True, False]).all() and table["confident_share"].between(0, 1).all()
