@@ -206,3 +206,27 @@ def test_truncated_zip_domain(tmp_path):
     line = assert_one_clear_line(run, truncated)
     assert "truncated or damaged .zip" in line
     assert not (tmp_path / "prepared").exists()
+
+
+def _nothing_under_results(cwd: Path) -> None:
+    results = cwd / "results"
+    assert not results.exists() or not any(results.rglob("*")), sorted(results.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["duplicate key", "replicates: 2.0", "iterations: 1.0e+9"])
+def test_bad_config_values_stop_the_verb_with_one_line(tmp_path, case):
+    text = TEST_CONFIG.read_text()
+    if case == "duplicate key":
+        text = text.replace("  finetune: {kind: finetune}\n", "  finetune: {kind: finetune}\n  finetune: {kind: ewc}\n")
+        named = ("key 'finetune' appears twice", "lines 29 and 30")
+    elif case == "replicates: 2.0":
+        text += "replicates: 2.0\n"
+        named = ("key 'replicates'", "not of type 'integer'", "whole number")
+    else:
+        text = text.replace("task_train: {iterations: 8,", "task_train: {iterations: 1.0e+9,")
+        named = ("key 'task_train.iterations'", "not of type 'integer'", "whole number")
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    run = lfsgan("prepare", "--config", config, "--domain", "inverted", "--out", "results/data/inverted", cwd=tmp_path)
+    assert_one_clear_line(run, config, *named, rc=2)
+    _nothing_under_results(tmp_path)
