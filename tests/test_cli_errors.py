@@ -230,3 +230,29 @@ def test_bad_config_values_stop_the_verb_with_one_line(tmp_path, case):
     run = lfsgan("prepare", "--config", config, "--domain", "inverted", "--out", "results/data/inverted", cwd=tmp_path)
     assert_one_clear_line(run, config, *named, rc=2)
     _nothing_under_results(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, cfg) -> Path:
+    """A source final.pt of the test config's model (untrained weights: enough to train a task from)."""
+    torch.manual_seed(0)
+    G, D = build_models(model_config(cfg))
+    path = tmp_path_factory.mktemp("source") / "final.pt"
+    save_final(path, G, D, None, {"model": model_config(cfg)})
+    return path
+
+
+def test_previous_task_state_of_another_method_is_refused(tmp_path, cfg, prepared, source):
+    first, second = cfg["tasks"][:2]
+    run = lfsgan("prepare", "--config", TEST_CONFIG, "--domain", second, "--out", prepared / second, cwd=prepared)
+    assert run.returncode == 0, run.stdout
+    other = tmp_path / "piggyback" / first
+    run = lfsgan("train-task", "--config", TEST_CONFIG, "--method", "piggyback", "--task", first, "--source", source,
+                 "--data", prepared / first, "--out", other, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout
+    out = tmp_path / "results" / "tasks" / "finetune" / second
+    run = lfsgan("train-task", "--config", TEST_CONFIG, "--method", "finetune", "--task", second, "--source", source,
+                 "--data", prepared / second, "--previous", other / "task.pt", "--out", out, cwd=tmp_path)
+    line = assert_one_clear_line(run, other / "task.pt", "kind 'piggyback'", "task 1 of a 'finetune' method is needed", rc=1)
+    assert "KeyError" not in line
+    _nothing_under_results(tmp_path)

@@ -64,7 +64,7 @@ def run(
         task_name=task,
         source_g=g_src,
         source_d=d_src,
-        previous=load_task_states(list(previous)),
+        previous=load_task_states(list(previous), kind),
         real_shots=to_float(dataset.shots()),
         device=device,
         seed=seed,
