@@ -204,10 +204,11 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
     train(*models(seed=7), sampler(cfg), cfg, out_dir=pause_dir, model_cfg=MODEL, progress=False, resume=True)
 
     ref, ref_meta = load_checkpoint(ref_dir / "final.pt")
-    for d in (cut_dir, pause_dir):
+    assert ref_meta["resumed_at_steps"] == [] and ref_meta["code"]["files"]["lfsgan/train/loop.py"]
+    for d, at in ((cut_dir, 4), (pause_dir, 3)):
         other, meta = load_checkpoint(d / "final.pt")
         _assert_same_weights(ref, other)
-        assert meta == ref_meta
+        assert meta == {**ref_meta, "resumed_at_steps": [at]}  # the same run, and it says where it resumed
         assert (d / "losses.csv").read_text() == (ref_dir / "losses.csv").read_text()
         assert not (d / "checkpoint.pt").exists()  # a completed run leaves nothing to resume
 

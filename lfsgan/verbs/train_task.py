@@ -1,7 +1,7 @@
 """`lfsgan train-task`: one method learns one task, after its earlier tasks (rule `train_task`).
 
-Resumes only an interrupted run with the same settings, data, source, earlier task states and Fisher
-(their sha256 are part of the run's fingerprint; see :mod:`lfsgan.train.loop`).
+Resumes only an interrupted run with the same settings, data, source, earlier task states, Fisher and
+code (their sha256 are part of the run's fingerprint; see :mod:`lfsgan.train.loop`).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lfsgan.codedeps import code_fingerprint
 from lfsgan.config import ConfigError, method_entry, method_train_config, split_run
 from lfsgan.data import InfiniteSampler, load_prepared, to_float
 from lfsgan.io import load_checkpoint, sha256_file, write_json
@@ -85,6 +86,7 @@ def run(
         ctx=ctx,
         model_cfg=model_config(cfg),
         resume=not no_resume,
+        code=code_fingerprint("train-task"),
         inputs={
             "data": {k: dataset.manifest[k] for k in ("images_sha256", "shots", "shots_sha256")}
             | {"hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]},
