@@ -256,3 +256,35 @@ def test_previous_task_state_of_another_method_is_refused(tmp_path, cfg, prepare
     line = assert_one_clear_line(run, other / "task.pt", "kind 'piggyback'", "task 1 of a 'finetune' method is needed", rc=1)
     assert "KeyError" not in line
     _nothing_under_results(tmp_path)
+
+
+def _pngs(folder: Path, n: int, seed: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        pixels = torch.randint(0, 256, (8, 8, 3), dtype=torch.uint8, generator=g).numpy()
+        Image.fromarray(pixels).save(folder / f"shot{i:02d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_duplicate_shots_are_refused(tmp_path, kind):
+    """Ten given shots of which two are one image (folder), or a zip with two members named alike."""
+    full = _pngs(tmp_path / "full", 12, seed=0)
+    shots = _pngs(tmp_path / "shots", 10, seed=1)
+    if kind == "folder":
+        (shots / "shot09.png").write_bytes((shots / "shot04.png").read_bytes())
+        named = (f"the shots {shots}", "shot04.png and shot09.png are the same image")
+    else:
+        archive = tmp_path / "shots.zip"
+        with zipfile.ZipFile(archive, "w") as z, pytest.warns(UserWarning, match="Duplicate name"):
+            for i, png in enumerate(sorted(shots.iterdir())):
+                z.write(png, "shot05.png" if i == 9 else png.name)  # the last member repeats a name
+        shots, named = archive, (archive, "more than once (shot05.png)", "rebuild the .zip")
+    config = write_config(tmp_path / "config.yaml",
+                          lambda c: c["data"]["domains"].update(mine={"path": str(full), "shots": str(shots)}))
+    run = lfsgan("prepare", "--config", config, "--domain", "mine", "--out", "results/data/mine", cwd=tmp_path)
+    assert_one_clear_line(run, *named, rc=1)
+    _nothing_under_results(tmp_path)
