@@ -167,6 +167,6 @@ def _is_other(relpath: str) -> bool:
 def _require_images(files: ImageFiles, source: Path) -> None:
     if not files.names:
         raise ValueError(
-            f"{source}: no {FORMATS_TEXT} images found (subfolders searched; hidden files and other "
-            f"file types are ignored); put the domain's images there or fix its `path` in the config"
+            f"{source}: no {FORMATS_TEXT} images found (subfolders searched; hidden files are ignored, other "
+            f"file types skipped); put the domain's images there or fix its `path` in the config"
         )

@@ -260,7 +260,11 @@ def _changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     changed += [f"train.{k}" for k in new_train if k not in RESUMABLE_CHANGES and old_train.get(k) != new_train[k]]
     old_code, new_code = saved.get("code") or {}, now["code"]
     if old_code.get("sha256") != new_code["sha256"]:
-        changed += [f"code: {f}" for f in changed_files(old_code.get("files") or {}, new_code["files"])] or ["code"]
+        if not old_code.get("files"):
+            return [*changed, "code (the checkpoint records none)"]
+        files = changed_files(old_code["files"], new_code["files"])
+        more = [f"and {len(files) - 10} more file(s)"] if len(files) > 10 else []
+        changed += [f"code: {f}" for f in files[:10]] + more
     return changed
 
 
