@@ -21,9 +21,11 @@ import pytest
 import torch
 import yaml
 
+from lfsgan.config import load_config
 from lfsgan.io import load_checkpoint
 from lfsgan.train import build_models
 from lfsgan.train.checkpoint import save_final
+from lfsgan.verbs._models import model_config
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "config" / "test.yaml"
@@ -50,9 +52,6 @@ class Setup:
         self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.data = root / "data" / TASK
         self.lfsgan("prepare", "--domain", TASK, "--out", self.data).check_returncode()
-        from lfsgan.config import load_config
-        from lfsgan.verbs._models import model_config
-
         torch.manual_seed(0)
         model = model_config(load_config(self.config))
         self.source = root / "source" / "final.pt"
