@@ -1,6 +1,6 @@
 """Which source files a job depends on, found by reading (never importing) lfsgan's imports.
 
-Two users:
+Three users:
 
 - the workflow's per-rule reruns: Snakemake reruns a job when one of its inputs is newer than its
   outputs. Listing a method's own modules (:func:`method_sources`) as inputs of its ``train_task``
