@@ -1,6 +1,6 @@
 """Which source files a job depends on, found by reading (never importing) lfsgan's imports.
 
-Two users:
+Three users:
 
 - the workflow's per-rule reruns: Snakemake reruns a job when one of its inputs is newer than its
   outputs. Listing a method's own modules (:func:`method_sources`) as inputs of its ``train_task``
@@ -10,6 +10,8 @@ Two users:
 - ``dvc.yaml``'s code dependencies: every module a stage's verbs import (:func:`verb_sources`) must be
   covered by that stage's ``deps`` (tests/test_dvc.py checks it); ``python -m lfsgan.codedeps VERB...``
   prints the list.
+- a training run's resume fingerprint (:mod:`lfsgan.train.loop`): :func:`code_fingerprint` hashes the
+  files a verb runs, so a checkpoint written by other code is not continued.
 
 Imports are followed transitively with :mod:`ast`, including imports inside functions (lazy ones),
 ``from package import submodule``, relative imports and the lazy ``_EXPORTS`` tables of packages that
@@ -22,6 +24,7 @@ Snakefile can import it.
 from __future__ import annotations
 
 import ast
+import hashlib
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -150,6 +153,32 @@ def method_sources(kind: str, root: str | Path | None = None) -> list[str]:
     if not start.is_file():
         raise FileNotFoundError(f"method kind {kind!r}: no module {start} (one module per method kind)")
     return _shown(module_closure([start], within=METHODS_DIR, parents=False), root)
+
+
+def file_digests(paths: Iterable[Path], root: Path = PACKAGE_DIR.parent) -> dict[str, str]:
+    """``{path: sha256}`` of source files, paths as :func:`_shown` writes them relative to ``root``
+    (``lfsgan/...`` for the package), so equal code gives equal keys in any clone."""
+    digests = {}
+    for path in paths:
+        with open(path, "rb") as f:
+            digests[_shown([path], root)[0]] = hashlib.file_digest(f, "sha256").hexdigest()
+    return dict(sorted(digests.items()))
+
+
+def code_fingerprint(verb: str | None = None, starts: Iterable[Path] = ()) -> dict[str, object]:
+    """``{"sha256": digest, "files": {path: sha256}}`` of every file ``lfsgan VERB`` runs (:func:`verb_sources`)
+    and of ``starts`` with what they import; ``digest`` is the sha256 of the sorted ``files``."""
+    modules = module_closure(starts)
+    if verb is not None:
+        modules |= {PACKAGE_DIR.parent / f for f in verb_sources(verb, PACKAGE_DIR.parent)}
+    files = file_digests(modules | _data_files(modules))
+    digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in files.items()).encode()).hexdigest()
+    return {"sha256": digest, "files": files}
+
+
+def changed_files(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """Paths whose sha256 differs between two :func:`file_digests` tables, or that only one of them has."""
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
 if __name__ == "__main__":  # python -m lfsgan.codedeps VERB... : the files those verbs run

@@ -3,7 +3,11 @@
 The schema at ``workflow/schemas/config.schema.yaml`` is the single source of truth: the Snakefile
 and every CLI verb call :func:`validate_config`, which fills in the schema's defaults and turns
 the first violation into an error that names the key path, the file and what is expected.
-YAML is read with ``yaml.safe_load``; no config value is ever executed.
+YAML is read with a strict variant of ``yaml.SafeLoader`` (:func:`read_yaml`): no config value is ever
+executed, and a key given twice in one mapping (at any depth) is an error naming the key and both
+lines, instead of YAML's silent "the last one wins". The schema's ``integer`` means a whole number
+written as one: ``2.0`` or ``1.0e+9`` is refused (JSON Schema itself accepts a float with no
+fractional part), so a value that would fail later in a job fails when the config is read.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator, validators
+from yaml.constructor import ConstructorError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -23,6 +28,48 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 class ConfigError(ValueError):
     """A config that does not satisfy the schema or refers to things that do not exist."""
+
+
+class _DuplicateKey(ConstructorError):
+    """A key given twice in one YAML mapping."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        self.flatten_mapping(node)  # merge keys (<<) first: a key they bring in may be overridden
+        first_line: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in first_line:
+                raise _DuplicateKey(
+                    None, None, f"key {key!r} appears twice in one mapping (lines {first_line[key]} and {line}); "
+                    "YAML would silently keep the last one: delete or merge one of them", key_node.start_mark)
+            first_line.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path``, read safely and strictly (see the module docstring).
+
+    Raises :class:`ConfigError` naming the file for a missing file, bad YAML or a duplicate key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e.problem}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
+
+
+def _is_strict_integer(checker, instance: Any) -> bool:
+    """JSON Schema's ``integer``, less floats: ``2.0`` is a number, not an integer, in a config."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
 
 
 def _with_defaults(validator_class):
@@ -36,7 +83,8 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return validators.extend(validator_class, {"properties": set_defaults})
+    type_checker = validator_class.TYPE_CHECKER.redefine("integer", _is_strict_integer)
+    return validators.extend(validator_class, {"properties": set_defaults}, type_checker=type_checker)
 
 
 _DefaultingValidator = _with_defaults(Draft202012Validator)
@@ -64,6 +112,8 @@ def _first_error(validator, instance: Any, source: str, prefix: str = "") -> Non
         allowed = sorted(e.schema.get("properties", {}))
         if allowed:
             msg += f" (allowed keys here: {', '.join(allowed)})"
+    elif e.validator == "type" and "integer" in e.validator_value and isinstance(e.instance, float):
+        msg += " (write a whole number without a decimal point or exponent, e.g. 2 or 1000000)"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     path = _path(e)
     if prefix:
@@ -146,14 +196,8 @@ def _check_shipped_sources(src: dict, source: str) -> None:
 
 
 def load_config(path: str | Path) -> dict:
-    """Read a YAML config file safely and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    """Read a YAML config file safely and strictly (:func:`read_yaml`) and validate it."""
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
     return validate_config(raw, source=str(path))

@@ -206,3 +206,86 @@ def test_truncated_zip_domain(tmp_path):
     line = assert_one_clear_line(run, truncated)
     assert "truncated or damaged .zip" in line
     assert not (tmp_path / "prepared").exists()
+
+
+def _nothing_under_results(cwd: Path) -> None:
+    results = cwd / "results"
+    assert not results.exists() or not any(results.rglob("*")), sorted(results.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["duplicate key", "replicates: 2.0", "iterations: 1.0e+9"])
+def test_bad_config_values_stop_the_verb_with_one_line(tmp_path, case):
+    text = TEST_CONFIG.read_text()
+    if case == "duplicate key":
+        text = text.replace("  finetune: {kind: finetune}\n", "  finetune: {kind: finetune}\n  finetune: {kind: ewc}\n")
+        first = text.splitlines().index("  finetune: {kind: finetune}") + 1
+        named = ("key 'finetune' appears twice", f"lines {first} and {first + 1}")
+    elif case == "replicates: 2.0":
+        text += "replicates: 2.0\n"
+        named = ("key 'replicates'", "not of type 'integer'", "whole number")
+    else:
+        text = text.replace("task_train: {iterations: 8,", "task_train: {iterations: 1.0e+9,")
+        named = ("key 'task_train.iterations'", "not of type 'integer'", "whole number")
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    run = lfsgan("prepare", "--config", config, "--domain", "inverted", "--out", "results/data/inverted", cwd=tmp_path)
+    assert_one_clear_line(run, config, *named, rc=2)
+    _nothing_under_results(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, cfg) -> Path:
+    """A source final.pt of the test config's model (untrained weights: enough to train a task from)."""
+    torch.manual_seed(0)
+    G, D = build_models(model_config(cfg))
+    path = tmp_path_factory.mktemp("source") / "final.pt"
+    save_final(path, G, D, None, {"model": model_config(cfg)})
+    return path
+
+
+def test_previous_task_state_of_another_method_is_refused(tmp_path, cfg, prepared, source):
+    first, second = cfg["tasks"][:2]
+    run = lfsgan("prepare", "--config", TEST_CONFIG, "--domain", second, "--out", prepared / second, cwd=prepared)
+    assert run.returncode == 0, run.stdout
+    other = tmp_path / "piggyback" / first
+    run = lfsgan("train-task", "--config", TEST_CONFIG, "--method", "piggyback", "--task", first, "--source", source,
+                 "--data", prepared / first, "--out", other, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout
+    out = tmp_path / "results" / "tasks" / "finetune" / second
+    run = lfsgan("train-task", "--config", TEST_CONFIG, "--method", "finetune", "--task", second, "--source", source,
+                 "--data", prepared / second, "--previous", other / "task.pt", "--out", out, cwd=tmp_path)
+    line = assert_one_clear_line(run, other / "task.pt", "kind 'piggyback'", "task 1 of a 'finetune' method is needed", rc=1)
+    assert "KeyError" not in line
+    _nothing_under_results(tmp_path)
+
+
+def _pngs(folder: Path, n: int, seed: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        pixels = torch.randint(0, 256, (8, 8, 3), dtype=torch.uint8, generator=g).numpy()
+        Image.fromarray(pixels).save(folder / f"shot{i:02d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_duplicate_shots_are_refused(tmp_path, kind):
+    """Ten given shots of which two are one image (folder), or a zip with two members named alike."""
+    full = _pngs(tmp_path / "full", 12, seed=0)
+    shots = _pngs(tmp_path / "shots", 10, seed=1)
+    if kind == "folder":
+        (shots / "shot09.png").write_bytes((shots / "shot04.png").read_bytes())
+        named = (f"the shots {shots}", "shot04.png and shot09.png are the same image")
+    else:
+        archive = tmp_path / "shots.zip"
+        with zipfile.ZipFile(archive, "w") as z, pytest.warns(UserWarning, match="Duplicate name"):
+            for i, png in enumerate(sorted(shots.iterdir())):
+                z.write(png, "shot05.png" if i == 9 else png.name)  # the last member repeats a name
+        shots, named = archive, (archive, "more than once (shot05.png)", "rebuild the .zip")
+    config = write_config(tmp_path / "config.yaml",
+                          lambda c: c["data"]["domains"].update(mine={"path": str(full), "shots": str(shots)}))
+    run = lfsgan("prepare", "--config", config, "--domain", "mine", "--out", "results/data/mine", cwd=tmp_path)
+    assert_one_clear_line(run, *named, rc=1)
+    _nothing_under_results(tmp_path)

@@ -167,6 +167,69 @@ def test_snakemake_rejects_a_misspelt_method_option(tmp_path):
     assert "methods.ewc.options" in out and "'lamda' was unexpected" in out
 
 
+DUPLICATES = {  # (config text change, key named, its two lines in config/test.yaml after the change)
+    "methods.finetune": ("  finetune: {kind: finetune}\n", "  finetune: {kind: finetune}\n  finetune: {kind: ewc, options: {lambda: 1.0}}\n", "finetune"),
+    "data.domains.sketch": ("    sketch: {builtin: mnist-sketch}\n", "    sketch: {builtin: mnist-sketch}\n    sketch: {builtin: mnist-inverted}\n", "sketch"),
+}
+
+
+def _with_duplicate(case: str) -> tuple[str, str, tuple[int, int]]:
+    old, new, key = DUPLICATES[case]
+    text = (ROOT / "config" / "test.yaml").read_text()
+    assert old in text
+    text = text.replace(old, new)
+    first = text.splitlines().index(new.splitlines()[0]) + 1
+    return text, key, (first, first + 1)
+
+
+@pytest.mark.parametrize("case", list(DUPLICATES))
+def test_duplicate_keys_are_refused_naming_the_key_and_both_lines(tmp_path, case):
+    text, key, (a, b) = _with_duplicate(case)
+    assert yaml.safe_load(text)  # plain YAML takes it silently, keeping the last entry
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"{path}: key '{key}' appears twice in one mapping \(lines {a} and {b}\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("case", list(DUPLICATES))
+def test_snakemake_refuses_duplicate_keys_before_any_job(fresh_project, case):
+    text, key, (a, b) = _with_duplicate(case)
+    fresh_project.write_config(text)
+    r = fresh_project.snakemake("-n", "--cores", "1", check=False)
+    assert r.returncode != 0
+    assert f"key '{key}' appears twice in one mapping (lines {a} and {b})" in r.stdout
+    assert not (fresh_project.root / "results").exists()
+
+
+FLOATS = {"replicates": ("replicates", 2.0), "task_train.iterations": ("task_train", "iterations", 1.0e9)}
+
+
+def _set(cfg: dict, *path) -> dict:
+    node = cfg
+    for k in path[:-2]:
+        node = node[k]
+    node[path[-2]] = path[-1]
+    return cfg
+
+
+@pytest.mark.parametrize("case", list(FLOATS))
+def test_a_float_where_an_integer_belongs_is_refused_by_the_schema(case):
+    cfg = _set(yaml.safe_load((ROOT / "config" / "test.yaml").read_text()), *FLOATS[case])
+    with pytest.raises(ConfigError, match=rf"key '{case}': .* is not of type 'integer' \(write a whole number"):
+        validate_config(cfg)
+    validate_config(_set(cfg, *FLOATS[case][:-1], int(FLOATS[case][-1])))  # the same value as an integer passes
+
+
+@pytest.mark.parametrize("case", list(FLOATS))
+def test_snakemake_dry_run_refuses_a_float_where_an_integer_belongs(fresh_project, case):
+    cfg = _set(yaml.safe_load(fresh_project.read_config()), *FLOATS[case])
+    fresh_project.write_config(yaml.safe_dump(cfg, sort_keys=False))
+    r = fresh_project.snakemake("-n", "--cores", "1", check=False)
+    assert r.returncode != 0 and f"key '{case}'" in r.stdout and "is not of type 'integer'" in r.stdout
+    assert not (fresh_project.root / "results").exists()
+
+
 def test_cli_lists_verbs():
     r = subprocess.run([sys.executable, "-m", "lfsgan.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
     for verb in ("prepare", "pretrain", "import-source", "install-source", "fisher", "train-task", "sample", "evaluate", "match", "lmc", "report"):

@@ -167,7 +167,8 @@ def test_zip_gives_same_images_as_folder(image_folder: Path, tmp_path: Path):
 def test_name_filter():
     assert is_image_name("x/y/Z.JPEG") and is_image_name("a.webp")
     assert not is_image_name("a.txt") and not is_image_name(".a.png") and not is_image_name("x/.cache/a.png")
-    assert not is_image_name("__MACOSX/a.png") and not is_image_name("a.gif")
+    assert is_image_name("a.bmp") and is_image_name("b.TIFF") and is_image_name("c.tif") and is_image_name("d.gif")
+    assert not is_image_name("__MACOSX/a.png") and not is_image_name("a.ppm") and not is_image_name("a.svg")
 
 
 @pytest.mark.parametrize("bad_bytes", ["truncated", "text"])
@@ -222,7 +223,7 @@ def test_input_errors(image_folder: Path, tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("x")
-    with pytest.raises(ValueError, match="no PNG/JPEG/WebP images found"):
+    with pytest.raises(ValueError, match="no PNG/JPEG/WebP/BMP/TIFF/GIF images found"):
         prepare_dataset(empty, tmp_path / "o", resolution=R)
     with pytest.raises(FileNotFoundError, match="no such folder or .zip"):
         prepare_dataset(tmp_path / "missing", tmp_path / "o", resolution=R)
@@ -499,10 +500,64 @@ def test_given_shots_count_and_content_are_checked(tmp_path: Path):
     with pytest.raises(ValueError, match=r"shots: holds 2 shot image\(s\) but data.n_shots is 3"):
         prepare_dataset(full, tmp_path / "a", resolution=8, n_shots=3, shots_source=shots)
     (shots / "readme.txt").write_text("these are the shots")
-    with pytest.raises(ValueError, match=r"readme.txt: not a PNG/JPEG/WebP image, in the shots folder"):
+    with pytest.raises(ValueError, match=r"readme.txt: not a PNG/JPEG/WebP/BMP/TIFF/GIF image, in the shots folder"):
         prepare_dataset(full, tmp_path / "b", resolution=8, n_shots=2, shots_source=shots)
     (shots / "readme.txt").unlink()
     (shots / "img01.png").write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match=r"img01.png: cannot read image"):
         prepare_dataset(full, tmp_path / "c", resolution=8, n_shots=2, shots_source=shots)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_full_set_of_mixed_formats_reads_them_all_and_lists_what_it_skips(tmp_path: Path, caplog):
+    """30 PNG, 15 BMP, 15 TIFF and a symlinked folder of 20 PNG: 80 images, as a user would count them;
+    a PPM and a text file are skipped, each listed with its reason in the log and the manifest."""
+    full = _png_folder(tmp_path / "full", 30, seed=0)
+    rng = np.random.default_rng(1)
+    for i in range(15):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(full / f"bmp{i:02d}.bmp")
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(full / f"tif{i:02d}.TIFF")
+    (full / "linked").symlink_to(_png_folder(tmp_path / "elsewhere", 20, seed=2), target_is_directory=True)
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(full / "portable.ppm")
+    (full / "notes.txt").write_text("where the images came from")
+    with caplog.at_level("WARNING", logger="lfsgan.data.prepare"):
+        manifest = prepare_dataset(full, tmp_path / "out", resolution=R, n_shots=10)
+    assert manifest["n_images"] == 80 == load_prepared(tmp_path / "out").images.shape[0]
+    names = [f["name"] for f in manifest["files"]]
+    assert sum(n.startswith("linked/") for n in names) == 20 and sum(n.endswith(".TIFF") for n in names) == 15
+    skipped = {f["name"]: f["reason"] for f in manifest["skipped"]}
+    assert skipped.keys() == {"portable.ppm", "notes.txt"}
+    assert "a PPM file" in skipped["portable.ppm"] and "convert it to PNG" in skipped["portable.ppm"]
+    assert skipped["notes.txt"] == "not an image file (by its suffix)"
+    warned = [r.getMessage() for r in caplog.records if "skipped 2 file(s)" in r.getMessage()]
+    assert len(warned) == 1 and "portable.ppm" in warned[0] and "notes.txt" in warned[0]
+
+
+def test_a_folder_reached_twice_through_a_symlink_is_refused(tmp_path: Path):
+    full = _png_folder(tmp_path / "full", 4, seed=0)
+    (full / "again").symlink_to(full, target_is_directory=True)  # a loop: os.walk would follow it forever
+    with pytest.raises(ValueError, match=rf"{full / 'again'}: reaches the folder {full} a second time .*remove the link"):
+        prepare_dataset(full, tmp_path / "out", resolution=R, n_shots=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_animated_gif_is_refused_by_name(tmp_path: Path):
+    full = _png_folder(tmp_path / "full", 4, seed=0)
+    frames = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(3)]
+    frames[0].save(full / "moving.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=r"moving.gif: holds 3 frames"):
+        prepare_dataset(full, tmp_path / "out", resolution=R, n_shots=2)
+
+
+def test_identical_files_of_the_full_set_are_listed(tmp_path: Path):
+    full = _png_folder(tmp_path / "full", 6, seed=0)
+    (full / "copy.png").write_bytes((full / "img03.png").read_bytes())
+    manifest = prepare_dataset(full, tmp_path / "out", resolution=R, n_shots=2, shot_seed=0)
+    assert manifest["duplicate_files"] == [["copy.png", "img03.png"]] and manifest["n_images"] == 7
+
+
+def test_drawn_shots_that_are_the_same_file_are_refused(tmp_path: Path):
+    full = _png_folder(tmp_path / "full", 3, seed=0)
+    (full / "copy.png").write_bytes((full / "img01.png").read_bytes())
+    with pytest.raises(ValueError, match=r"the shots drawn from .*copy.png and img01.png are the same image .*data.shot_seed"):
+        prepare_dataset(full, tmp_path / "out", resolution=R, n_shots=4)

@@ -34,7 +34,7 @@ from lfsgan.metrics import (
     write_random_inception_weights,
 )
 from lfsgan.metrics.diversity import _backbone_state_for_lpips, lpips_features, lpips_matrix
-from lfsgan.metrics.weights import file_identity, load_state_dict_safely, network_reachable
+from lfsgan.metrics.weights import WrongWeightsError, file_identity, load_state_dict_safely, network_reachable
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -218,14 +218,41 @@ def test_inception_runs_from_local_weights_file(inception_weights, tmp_path):
     assert p["comparable_to_published"] is False  # not pool3
 
 
-def test_inception_weights_found_in_torch_hub_cache(inception_weights, tmp_path, monkeypatch):
+def test_random_inception_is_not_comparable_to_published(inception_weights, tmp_path):
+    """Right keys and shapes, standard layer, but not torch-fidelity's file: the protocol says so."""
+    x = waves(2, 0, seed=41)
+    r = fid_kid(x, x, real_sha256=SHA_A, weights_path=inception_weights, cache_dir=tmp_path, progress=False)
+    p = r["protocol"]
+    assert p["feature_layer"] == "2048 (pool3)" and p["weights_sha256"] == sha256_file(inception_weights)
+    assert p["comparable_to_published"] is False and "not that of torch-fidelity's published" in p["note"]
+
+
+def _hub_inception(inception_weights, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     hub_file = tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
     hub_file.parent.mkdir(parents=True)
     shutil.copyfile(inception_weights, hub_file)
+    return hub_file
+
+
+def test_inception_in_torch_hub_cache_must_be_the_published_file(inception_weights, tmp_path, monkeypatch):
+    hub_file = _hub_inception(inception_weights, tmp_path, monkeypatch)
     x = waves(3, 0, seed=40)
-    r = fid_kid(x, x, real_sha256=SHA_A, cache_dir=tmp_path / "cache", feature_layer="64", allow_download=False)
+    with pytest.raises(WrongWeightsError, match=rf"{hub_file} has sha256 .* not that of the published .*lfsgan weights --fetch"):
+        fid_kid(x, x, real_sha256=SHA_A, cache_dir=tmp_path / "cache", feature_layer="64", allow_download=False)
+
+
+def test_inception_found_in_torch_hub_cache_is_comparable_when_published(inception_weights, tmp_path, monkeypatch):
+    """The hub-cache path end to end, with the planted file's sha256 standing in as the published one
+    (the real file is not available offline)."""
+    from lfsgan.metrics import weights
+
+    hub_file = _hub_inception(inception_weights, tmp_path, monkeypatch)
+    monkeypatch.setitem(weights.PUBLISHED_SHA256, hub_file.name, sha256_file(hub_file))
+    x = waves(2, 0, seed=40)
+    r = fid_kid(x, x, real_sha256=SHA_A, cache_dir=tmp_path / "cache", allow_download=False, progress=False)
     assert r["protocol"]["weights_source"] == "torch hub cache" and r["protocol"]["weights_path"] == str(hub_file)
+    assert r["protocol"]["comparable_to_published"] is True
 
 
 def test_weights_files_are_loaded_without_unpickling_code(tmp_path):
@@ -351,15 +378,14 @@ def test_make_lpips_loads_local_backbone_file(random_lpips, tmp_path):
         _backbone_state_for_lpips(random_lpips, {"0.weight": features["0.weight"]}, path)
 
 
-def test_make_lpips_finds_backbone_in_torch_hub_cache(random_lpips, tmp_path, monkeypatch):
+def test_make_lpips_refuses_a_hub_backbone_that_is_not_torchvisions(random_lpips, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     hub_file = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
     hub_file.parent.mkdir(parents=True)
     torch.save({f"features.{k.split('.', 1)[1]}": v for k, v in random_lpips.net.state_dict().items()}, hub_file)
-    info = make_lpips("vgg", allow_download=False).lfsgan_protocol
-    assert info["backbone"] == "torch hub cache" and info["backbone_weights_path"] == str(hub_file)
-    # Not torchvision's file (its sha256 does not start with 397923af): comparability unknown, said so.
-    assert info["comparable_to_published"] is None and "does not match" in info["note"]
+    # Not torchvision's file (its sha256 is not 397923af8e79...): refused by name, with what to do.
+    with pytest.raises(WrongWeightsError, match=rf"{hub_file} has sha256 .*vgg16-397923af.pth \(397923af8e79cdbb"):
+        make_lpips("vgg", allow_download=False)
 
 
 # ---------------------------------------------------------------- forgetting, overhead, imports

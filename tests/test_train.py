@@ -224,30 +224,37 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
     train(*models(seed=7), sampler(cfg), cfg, out_dir=pause_dir, model_cfg=MODEL, progress=False, resume=True)
 
     ref, ref_meta = load_checkpoint(ref_dir / "final.pt")
-    for d in (cut_dir, pause_dir):
+    assert ref_meta["resumed_at_steps"] == [] and ref_meta["code"]["files"]["lfsgan/train/loop.py"]
+    for d, at in ((cut_dir, 4), (pause_dir, 3)):
         other, meta = load_checkpoint(d / "final.pt")
         _assert_same_weights(ref, other)
-        assert meta == ref_meta
+        assert meta == {**ref_meta, "resumed_at_steps": [at]}  # the same run, and it says where it resumed
         assert (d / "losses.csv").read_text() == (ref_dir / "losses.csv").read_text()
         assert not (d / "checkpoint.pt").exists()  # a completed run leaves nothing to resume
 
 
 def test_resume_only_continues_the_same_run(tmp_path, caplog):
-    """A checkpoint of other settings or inputs (e.g. before a lower lr after a NaN stop) is ignored
-    with one log line; the run then equals a fresh one (the same settings resume: see the test above)."""
+    """A checkpoint of other settings, inputs or code (e.g. before a lower lr after a NaN stop, or an
+    edited module) is ignored with one log line naming what changed; the run then equals a fresh one
+    (the same settings resume: see the test above)."""
     cfg, new = config(), config(lr_g=0.01)
+    code = {"sha256": "0" * 64, "files": {"lfsgan/a.py": "1" * 64, "lfsgan/b.py": "2" * 64}}
+    edited = {"sha256": "3" * 64, "files": {**code["files"], "lfsgan/b.py": "4" * 64}}
     fresh = tmp_path / "fresh"
     train(*models(), sampler(new), new, out_dir=fresh, model_cfg=MODEL, progress=False, inputs={"data": "a"})
-    for name, change in (("lr", {"cfg": new}), ("data", {"inputs": {"data": "b"}})):
+    cases = {"lr": ({"cfg": new}, "train.lr_g"), "data": ({"inputs": {"data": "b"}}, "inputs"),
+             "code": ({"code": edited}, "(changed: code: lfsgan/b.py)")}
+    for name, (change, named) in cases.items():
         out = tmp_path / name
-        train(*models(), sampler(cfg), cfg, out_dir=out, model_cfg=MODEL, progress=False, inputs={"data": "a"}, stop_after=4)
-        kw = {"cfg": cfg, "inputs": {"data": "a"}, **change}
+        train(*models(), sampler(cfg), cfg, out_dir=out, model_cfg=MODEL, progress=False, inputs={"data": "a"}, code=code,
+              stop_after=4)
+        kw = {"cfg": cfg, "inputs": {"data": "a"}, "code": code, **change}
         caplog.clear()
         with caplog.at_level("INFO", logger="lfsgan.train.loop"):
             train(*models(), sampler(kw["cfg"]), kw["cfg"], out_dir=out, model_cfg=MODEL, progress=False, resume=True,
-                  inputs=kw["inputs"])
+                  inputs=kw["inputs"], code=kw["code"])
         afresh = [r.getMessage() for r in caplog.records if "starting afresh" in r.getMessage()]
-        assert len(afresh) == 1 and ("train.lr_g" if name == "lr" else "inputs") in afresh[0], afresh
+        assert len(afresh) == 1 and named in afresh[0], afresh
         assert len((out / "losses.csv").read_text().splitlines()) == 1 + cfg.iterations
     # resuming 4 steps of lr 0.002 would leave other weights than a fresh run with lr 0.01
     _assert_same_weights(load_checkpoint(fresh / "final.pt")[0], load_checkpoint(tmp_path / "lr" / "final.pt")[0])

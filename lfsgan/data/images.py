@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from lfsgan.data.files import IMAGE_FORMATS
+
 RESIZE_FILTERS: dict[str, Image.Resampling] = {
     "lanczos": Image.Resampling.LANCZOS,
     "bicubic": Image.Resampling.BICUBIC,
@@ -27,7 +29,7 @@ RESIZE_FILTERS: dict[str, Image.Resampling] = {
     "box": Image.Resampling.BOX,
     "nearest": Image.Resampling.NEAREST,
 }
-DECODERS = ("PNG", "JPEG", "WEBP")  # Pillow refuses every other format, whatever the suffix says
+DECODERS = tuple(sorted(set(IMAGE_FORMATS.values())))  # Pillow refuses every other format, whatever the suffix says
 COLOUR_POLICY = (
     "8-bit RGB; EXIF orientation applied; greyscale repeated over 3 channels; 16-bit greyscale "
     "scaled by 1/257; transparent pixels composited over white"
@@ -45,17 +47,23 @@ def resample_filter(name: str) -> Image.Resampling:
 
 
 def decode_rgb(data: bytes, where: str) -> Image.Image:
-    """Decode PNG/JPEG/WebP bytes to an upright 8-bit RGB image (policy in the module docstring).
+    """Decode the bytes of one image of :data:`lfsgan.data.files.IMAGE_FORMATS` to an upright 8-bit RGB
+    image (policy in the module docstring).
 
-    ``where`` names the file in the error raised for an unreadable image.
+    ``where`` names the file in the error raised for an unreadable image, or for a file of several
+    frames (an animated GIF, a multi-page TIFF): which frame is the image is the user's choice.
     """
     try:
         img = Image.open(io.BytesIO(data), formats=DECODERS)
         img.load()  # decode now, so a truncated file fails here with its name
+        frames = getattr(img, "n_frames", 1)
         img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        rgb = _to_rgb(img)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise ValueError(f"{where}: cannot read image ({type(e).__name__}: {e}); remove or replace it") from e
+    if frames > 1:
+        raise ValueError(f"{where}: holds {frames} frames (an animation or a multi-page file); save the frame you mean as a single image")
+    return rgb
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

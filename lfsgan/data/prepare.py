@@ -15,7 +15,13 @@ A prepared dataset is a folder with two files:
 The few shots are either **drawn** from the full set with ``shot_seed`` (``shots`` lists their
 indices) or **given** as a folder/zip of their own (``shot_files`` lists them with their sha256, and
 ``shots`` the index of the byte-identical full-set file where there is one, else null) — the layout
-of released few-shot benchmarks, which ship a fixed 10-shot set beside the full set.
+of released few-shot benchmarks, which ship a fixed 10-shot set beside the full set. Shots are
+distinct images: two shots with one sha256 (a file copied twice into the shots folder, or a drawn
+pair of duplicates of the full set) are an error naming both, since n shots would silently be fewer.
+
+Nothing leaves the full set unnoticed: the visible files that are not read (:mod:`lfsgan.data.files`
+says which are) are logged and listed with the reason in ``skipped``, and groups of byte-identical
+files of the full set in ``duplicate_files`` (logged too; they stay in the reference set).
 
 The folder is built beside ``out_dir`` under a temporary name and renamed when complete, so a job
 killed midway leaves nothing that looks finished.
@@ -23,10 +29,12 @@ killed midway leaves nothing that looks finished.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -40,7 +48,7 @@ from tqdm.auto import tqdm
 
 import lfsgan
 from lfsgan.data.demo import BUILTIN_PREFIX, demo_domain
-from lfsgan.data.files import ImageFiles, open_image_files
+from lfsgan.data.files import FORMATS_TEXT, ImageFiles, open_image_files
 from lfsgan.data.images import COLOUR_POLICY, CROP_POLICY, centre_crop_resize, decode_rgb, resample_filter, to_chw
 from lfsgan.data.mnist import load_mnist_5k
 from lfsgan.data.sampler import to_float
@@ -50,6 +58,7 @@ FORMAT = "lfsgan-prepared-dataset"
 FORMAT_VERSION = 2
 IMAGES_FILE, MANIFEST_FILE = "images.pt", "manifest.json"
 SHOT_RULE = "sorted(numpy.random.default_rng(shot_seed).choice(n_images, n_shots, replace=False))"
+log = logging.getLogger(__name__)
 _REQUIRED_KEYS = ("format", "format_version", "n_images", "resolution", "shots", "shot_seed", "images_sha256", "shots_sha256", "files")
 
 
@@ -83,7 +92,7 @@ def prepare_dataset(
 ) -> dict[str, Any]:
     """Prepare ``source`` into ``out_dir`` (``images.pt`` + ``manifest.json``) and return the manifest.
 
-    ``source``: a folder or ``.zip`` of PNG/JPEG/WebP images (subfolders searched), or the string
+    ``source``: a folder or ``.zip`` of images (:data:`lfsgan.data.files.IMAGE_FORMATS`, subfolders searched), or the string
     ``"builtin:NAME"`` for a demo domain (:data:`lfsgan.data.demo.DEMO_DOMAINS`). Each image is
     decoded to RGB, centre-cropped to a square and resized to ``resolution`` with ``resize_filter``
     (policies in :mod:`lfsgan.data.images`). ``shots_source``: a folder or ``.zip`` holding exactly
@@ -98,7 +107,7 @@ def prepare_dataset(
     is_builtin = isinstance(source, str) and source.startswith(BUILTIN_PREFIX)
     _check_out_dir(out_dir, None if is_builtin else Path(source))
 
-    labels = None
+    labels, skipped = None, []
     if is_builtin:
         images, files, source_info, labels = _render_builtin(source, resolution, resize_filter)
         shots = choose_shots(len(files), n_shots, shot_seed, where=source)
@@ -107,15 +116,23 @@ def prepare_dataset(
         with open_image_files(source) as found:
             shots = choose_shots(len(found.names), n_shots, shot_seed, where=str(source))
             images, files = _read_files(found, resolution, resize_filter, progress)
-            source_info = found.description
+            source_info, skipped = found.description, found.skipped
         crop, colour = CROP_POLICY, COLOUR_POLICY
+    _log_skipped(source, skipped)
+    duplicates = _duplicate_groups(files)
+    if duplicates:
+        log.warning("%s: %d group(s) of identical files in the full set (kept; listed in the manifest's duplicate_files), "
+                    "e.g. %s", source, len(duplicates), " = ".join(duplicates[0]))
 
     shot_files = None
     if shots_source is not None:
         shot_images, shot_files = _read_shots(Path(shots_source), n_shots, resolution, resize_filter)
+        _refuse_duplicate_shots(shot_files, f"the shots {shots_source}", "remove one and add another image")
         by_sha = {f["sha256"]: i for i, f in enumerate(files)}
         shots = [by_sha.get(f["sha256"]) for f in shot_files]
     else:
+        _refuse_duplicate_shots([files[i] for i in shots], f"the shots drawn from {source}",
+                                "remove the duplicate file from the full set (or change data.shot_seed)")
         shot_images = images[torch.as_tensor(shots, dtype=torch.long)]
 
     digest = images_sha256(images)
@@ -125,6 +142,8 @@ def prepare_dataset(
         "source": source_info,
         "files": files,  # [{"name", "sha256", "size": [w, h]}] in sorted order = image order
         "n_images": len(files),
+        "skipped": skipped,  # [{"name", "reason"}]: visible files of the source that are not images lfsgan reads
+        "duplicate_files": duplicates,  # groups of names with one sha256 (all kept in the full set)
         "resolution": resolution,
         "resize_filter": resize_filter,
         "crop": crop,
@@ -154,6 +173,32 @@ def prepare_dataset(
     return manifest
 
 
+def _log_skipped(source: Any, skipped: list[dict[str, str]]) -> None:
+    if skipped:
+        shown = "; ".join(f"{f['name']} ({f['reason']})" for f in skipped[:5])
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        log.warning("%s: skipped %d file(s), listed in the manifest's 'skipped': %s%s", source, len(skipped), shown, more)
+
+
+def _duplicate_groups(files: list[dict]) -> list[list[str]]:
+    """Names of files with one sha256, in groups of two or more (sorted)."""
+    by_sha = collections.defaultdict(list)
+    for f in files:
+        by_sha[f["sha256"]].append(f["name"])
+    return sorted(names for names in by_sha.values() if len(names) > 1)
+
+
+def _refuse_duplicate_shots(shots: list[dict], what: str, fix: str) -> None:
+    """ValueError naming the first two shots that are the same file (by sha256)."""
+    groups = _duplicate_groups(shots)
+    if groups:
+        raise ValueError(
+            f"{what}: {groups[0][0]} and {groups[0][1]} are the same image (sha256 "
+            f"{next(f['sha256'] for f in shots if f['name'] == groups[0][0])[:16]}...), so there would be fewer "
+            f"distinct shots than data.n_shots; {fix}"
+        )
+
+
 def _read_files(found: ImageFiles, resolution: int, resize_filter: str, progress: bool | None) -> tuple[torch.Tensor, list[dict]]:
     images = torch.empty(len(found.names), 3, resolution, resolution, dtype=torch.uint8)  # [N, 3, R, R]
     files = []
@@ -176,7 +221,7 @@ def _read_shots(source: Path, n_shots: int, resolution: int, resize_filter: str)
         others = [n for n in found.others if not n.endswith("/")]
         if others:
             raise ValueError(
-                f"{found.where(others[0])}: not a PNG/JPEG/WebP image, in the shots folder {source}; "
+                f"{found.where(others[0])}: not a {FORMATS_TEXT} image, in the shots folder {source}; "
                 f"a shots folder holds only the {n_shots} training images"
             )
         if len(found.names) != n_shots:

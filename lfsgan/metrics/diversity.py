@@ -41,10 +41,11 @@ from lfsgan.metrics.weights import (
     TORCHVISION_HOST,
     file_identity,
     hub_checkpoint_path,
+    is_published_weights,
     load_state_dict_safely,
     missing_weights_error,
     network_reachable,
-    sha256_matches_hub_name,
+    verify_hub_file,
 )
 
 BACKBONE_CONFIG_KEY = "evaluation.lpips.backbone_weights"
@@ -131,7 +132,8 @@ def make_lpips(
 
     1. ``backbone_weights`` (config key ``evaluation.lpips.backbone_weights``): a torchvision state dict
        of the backbone (full model or its ``features``), loaded with ``weights_only=True``;
-    2. torchvision's file in the torch hub cache (e.g. ``vgg16-397923af.pth``), loaded the same way;
+    2. torchvision's file in the torch hub cache (e.g. ``vgg16-397923af.pth``), loaded the same way
+       once its sha256 is the published one (else :class:`~lfsgan.metrics.weights.WrongWeightsError`);
     3. torchvision's download, if the network is reachable and ``allow_download``;
     4. a random backbone (seeded), only if ``allow_random_backbone``: real lpips code, but not the
        published LPIPS (protocol says ``comparable_to_published: false``).
@@ -147,17 +149,19 @@ def make_lpips(
     info: dict = {"net": net, "version": "0.1", "linear_layers": lin_file}
 
     if path is not None:
+        if backbone_weights is None:  # the hub cache's file: refuse one that is not torchvision's
+            verify_hub_file(path, LPIPS_BACKBONE_FILES[net], f"LPIPS {net} backbone", BACKBONE_CONFIG_KEY)
         state = load_state_dict_safely(path, f"LPIPS {net} backbone", BACKBONE_CONFIG_KEY)
         model = _build_lpips(net, pnet_rand=True)
         model.net.load_state_dict(_backbone_state_for_lpips(model, state, path))
         identity = file_identity(path)
-        official = sha256_matches_hub_name(identity["sha256"], LPIPS_BACKBONE_FILES[net])
+        official = is_published_weights(identity["sha256"], LPIPS_BACKBONE_FILES[net])
         info.update(
             backbone="config file" if backbone_weights is not None else "torch hub cache",
             backbone_weights_path=identity["path"],
             backbone_weights_sha256=identity["sha256"],
             comparable_to_published=True if official else None,
-            note="ImageNet backbone (sha256 matches torchvision's file name)" if official else
+            note="ImageNet backbone (sha256 of torchvision's published file)" if official else
             f"backbone weights sha256 does not match torchvision's {LPIPS_BACKBONE_FILES[net]}; "
             "comparable to published LPIPS only if they are the same ImageNet weights in another container",
         )

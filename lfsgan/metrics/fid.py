@@ -46,9 +46,11 @@ from lfsgan.metrics.weights import (
     INCEPTION_URL,
     file_identity,
     hub_checkpoint_path,
+    is_published_weights,
     load_state_dict_safely,
     missing_weights_error,
     network_reachable,
+    verify_hub_file,
 )
 
 INCEPTION = "inception-v3-compat"
@@ -110,6 +112,7 @@ def _resolve_weights(extractor: str, weights_path: str | os.PathLike | None, all
         return {"path": Path(weights_path), "source": "config"}
     cached = hub_checkpoint_path(INCEPTION_FILE)
     if cached.is_file():
+        verify_hub_file(cached, INCEPTION_FILE, "FID Inception", WEIGHTS_CONFIG_KEY)
         load_state_dict_safely(cached, "FID Inception", WEIGHTS_CONFIG_KEY)
         return {"path": cached, "source": "torch hub cache"}
     if allow_download and network_reachable(GITHUB_HOST):
@@ -340,7 +343,7 @@ def _extractor_protocol(extractor: str, source: str, identity: dict, hw: tuple[i
             "comparable_to_published": False,
             "note": f"Inception feature layer {layer!r} instead of pool3 ('2048'): not the standard FID/KID.",
         }
-    comparable = source != "config"
+    comparable = is_published_weights(identity["sha256"], INCEPTION_FILE)
     note = (
         "Standard torch-fidelity Inception pool3 features; comparable to published FID only with the same number "
         "of generated images and the same reference set "
@@ -350,12 +353,13 @@ def _extractor_protocol(extractor: str, source: str, identity: dict, hw: tuple[i
         note = "Inception weights from the torch hub cache, where torch-fidelity keeps its download. " + note
     if not comparable:
         note = (
-            f"Inception weights from a user-supplied file (sha256 {identity['sha256'][:16]}...), not checked to be "
-            f"torch-fidelity's official {INCEPTION_FILE}; comparable to published FID only if it is. " + note
+            f"Inception weights from a file whose sha256 ({identity['sha256'][:16]}...) is not that of torch-fidelity's "
+            f"published {INCEPTION_FILE}: the features are not the standard ones, and the values are comparable "
+            "only with values computed with the same weights file, not with published FID/KID."
         )
     return {
         "feature_layer": "2048 (pool3)",
         "resize": f"bilinear (TF1-compatible) {hw[0]}x{hw[1]} -> 299x299 inside torch-fidelity",
-        "comparable_to_published": True if comparable else None,
+        "comparable_to_published": comparable,
         "note": note,
     }

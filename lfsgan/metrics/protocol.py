@@ -5,8 +5,9 @@ library versions and a ``comparable_to_published`` flag:
 
 - ``True``: standard features (torch-fidelity's Inception, LPIPS with ImageNet backbone weights);
   the value is comparable to published numbers when sample counts and reference sets match too;
-- ``False``: non-standard features (the demo CNN, a random LPIPS backbone); comparable only to values
-  computed with the same weights file (sha256 recorded);
+- ``False``: non-standard features (the demo CNN, a random LPIPS backbone, an Inception weights file
+  whose sha256 is not torch-fidelity's published one); comparable only to values computed with the
+  same weights file (sha256 recorded);
 - ``None``: the weights file's identity could not be checked; see ``note``.
 """
 

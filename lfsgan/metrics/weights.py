@@ -9,7 +9,10 @@ into the torch hub cache (``$TORCH_HOME/hub/checkpoints/``):
 Offline, the download fails deep inside those packages. This module checks first and raises a
 :class:`MissingWeightsError` that names the file, where to put it and the config key that points
 at a local copy. It also loads weight files safely (``weights_only=True``) before any third-party
-code unpickles them, and records each file's sha256 for the protocol.
+code unpickles them, records each file's sha256 for the protocol, and tells a published file from
+another one (:func:`published_sha256`, :func:`is_published_weights`): a file in the hub cache under a
+published name must have that file's sha256 (:func:`verify_hub_file`), since a truncated download or
+a planted file would otherwise be used, or labelled standard, under the published name.
 """
 
 from __future__ import annotations
@@ -37,9 +40,21 @@ LPIPS_BACKBONE_FILES = {
 TORCHVISION_HOST = "download.pytorch.org"
 GITHUB_HOST = "github.com"
 
+#: the full sha256 of published files where it is known (each begins with the prefix in its name);
+#: for the others the name's prefix is all there is to check.
+PUBLISHED_SHA256 = {
+    INCEPTION_FILE: "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+    "vgg16-397923af.pth": "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+    "alexnet-owt-7be5be79.pth": "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+}
+
 
 class MissingWeightsError(FileNotFoundError):
     """Pretrained weights are neither on disk nor downloadable."""
+
+
+class WrongWeightsError(ValueError):
+    """A file stands where a published weights file belongs, but its sha256 is not that file's."""
 
 
 def hub_checkpoint_path(filename: str) -> Path:
@@ -100,11 +115,40 @@ def file_identity(path: str | os.PathLike) -> dict[str, str]:
     return {"path": str(shown), "sha256": sha256_file(path)}
 
 
-def sha256_matches_hub_name(sha256: str, filename: str) -> bool:
-    """True if ``sha256`` starts with the hash prefix torch hub writes into ``filename`` (``name-<prefix>.pth``)."""
-    stem = Path(filename).stem
-    prefix = stem.rsplit("-", 1)[-1]
-    return len(prefix) >= 8 and sha256.startswith(prefix)
+def hub_name_prefix(filename: str) -> str | None:
+    """The sha256 prefix torch hub writes into a file name (``name-<prefix>.pth``), if it has one."""
+    prefix = Path(filename).stem.rsplit("-", 1)[-1]
+    return prefix if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix) else None
+
+
+def published_sha256(filename: str) -> str | None:
+    """What a published file's sha256 is known to be: the full hash (:data:`PUBLISHED_SHA256`), else the
+    prefix in its name, else None (nothing to check)."""
+    return PUBLISHED_SHA256.get(filename) or hub_name_prefix(filename)
+
+
+def is_published_weights(sha256: str, filename: str) -> bool:
+    """True if ``sha256`` is that of the published ``filename`` (the full hash where known, else the name's prefix)."""
+    expected = published_sha256(filename)
+    return expected is not None and sha256.startswith(expected)
+
+
+def wrong_weights_message(what: str, path: str | os.PathLike, filename: str, sha256: str, config_key: str) -> str:
+    """The sentence for a file under a published name whose sha256 is not the published one."""
+    return (
+        f"{what}: {path} has sha256 {sha256[:16]}..., not that of the published {filename} "
+        f"({published_sha256(filename)[:16]}...): a truncated download or another file. Delete it and run "
+        f"`lfsgan weights --fetch` (or copy the published file there), or set the config key `{config_key}` to a local copy"
+    )
+
+
+def verify_hub_file(path: str | os.PathLike, filename: str, what: str, config_key: str) -> str:
+    """sha256 of ``path``, a file torch hub keeps as ``filename``; :class:`WrongWeightsError` unless it is
+    the published file's."""
+    digest = sha256_file(path)
+    if published_sha256(filename) is not None and not is_published_weights(digest, filename):
+        raise WrongWeightsError(wrong_weights_message(what, path, filename, digest, config_key))
+    return digest
 
 
 def write_random_inception_weights(path: str | os.PathLike, seed: int = 0) -> Path:

@@ -11,11 +11,16 @@ folder ``out_dir``:
 - ``final.pt`` (``g``, ``d``, ``g_ema``; meta ``{"model", "train", "step", ...}``) and, for a method,
   ``task.pt`` (``method.task_state``) when the run completes.
 
-What resumes: only an interrupted run of the same job. A run always starts from step 0 unless
-``out_dir/checkpoint.pt`` exists *and* its fingerprint (:func:`fingerprint`: model config, training
-settings except :data:`RESUMABLE_CHANGES`, method kind and options, task, and the ``inputs`` the
-caller names — data identity, the states it starts from) equals this run's; then it continues from
-there and, on the CPU, ends bit-identical to an uninterrupted run. Because a completed run deletes
+What resumes: only an interrupted run of the same job with the same code. A run always starts from
+step 0 unless ``out_dir/checkpoint.pt`` exists *and* its fingerprint (:func:`fingerprint`: model
+config, training settings except :data:`RESUMABLE_CHANGES`, method kind and options, task, the
+``inputs`` the caller names — data identity, the states it starts from — and the ``code``: the sha256
+of every source file the verb runs, :func:`lfsgan.codedeps.code_fingerprint`) equals this run's; then
+it continues from there and, on the CPU, ends bit-identical to an uninterrupted run. After an edit
+of any of those files the run starts afresh and its log names the files that changed, so the result
+is that of the new code alone. ``final.pt`` and ``task.pt`` record the code (``meta["code"]``: digest
+and per-file sha256) and the steps at which the run was continued from a checkpoint
+(``meta["resumed_at_steps"]``, empty for an uninterrupted run). Because a completed run deletes
 its checkpoint, any later run of the same job — a rerun Snakemake or DVC decides on after a change,
 ``snakemake --forcerun`` — trains from scratch; a checkpoint of other settings (e.g. before a lower
 learning rate after a :class:`NonFiniteError`) is ignored with one log line saying what changed.
@@ -39,6 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lfsgan.codedeps import changed_files, code_fingerprint
 from lfsgan.io import remove_stale_temps, save_checkpoint
 from lfsgan.methods.base import Method, TaskContext
 from lfsgan.train.checkpoint import StaleCheckpoint, load_training_checkpoint, save_final, save_training_checkpoint
@@ -62,13 +68,24 @@ RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "sample_every", "n_sample
 DIVERGED_LOSS = 1e3
 
 
+#: what identifies a run besides its ``train`` settings (see :func:`fingerprint`)
+IDENTITY_KEYS = ("model", "method", "task", "inputs", "code")
+
+
 def fingerprint(run_meta: dict[str, Any]) -> str:
     """sha256 of what a run's update sequence depends on: ``run_meta``'s ``model``, ``train`` (less
-    :data:`RESUMABLE_CHANGES`), ``method``, ``task`` and ``inputs``. Equal fingerprints: a checkpoint of
-    one run may be continued by the other."""
+    :data:`RESUMABLE_CHANGES`), ``method``, ``task``, ``inputs`` and ``code``. Equal fingerprints: a
+    checkpoint of one run may be continued by the other."""
     train = {k: v for k, v in (run_meta.get("train") or {}).items() if k not in RESUMABLE_CHANGES}
-    key = {k: run_meta.get(k) for k in ("model", "method", "task", "inputs")}
+    key = {k: run_meta.get(k) for k in IDENTITY_KEYS}
     return hashlib.sha256(json.dumps({**key, "train": train}, sort_keys=True).encode()).hexdigest()
+
+
+def _api_code() -> dict[str, Any]:
+    """The code fingerprint of a run started through :func:`train` directly: this module, every method
+    (their registry) and what they import."""
+    here = Path(__file__).resolve()
+    return code_fingerprint(starts=[here, here.parents[1] / "methods" / "__init__.py"])
 
 
 def _check_real(real: torch.Tensor, cfg: TrainConfig, size: int) -> None:
@@ -122,6 +139,7 @@ def train(
     progress: bool | None = None,
     meta: dict[str, Any] | None = None,
     inputs: dict[str, Any] | None = None,
+    code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``G`` and ``D`` in place; returns ``{"step", "completed", "out_dir", "last_record"}``.
 
@@ -139,6 +157,8 @@ def train(
     - ``inputs``: JSON identity of everything else the updates depend on (prepared data's
       ``images_sha256`` and shots, hflip, digests of the source / earlier task states / Fisher it
       starts from); stored in ``final.pt`` and part of the :func:`fingerprint`.
+    - ``code``: :func:`lfsgan.codedeps.code_fingerprint` of the code that computes the run (the verb's
+      files); by default that of this module, the methods and what they import.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,14 +187,16 @@ def train(
         "method": method.meta() if method is not None else None,
         "task": {"index": ctx.task_index, "name": ctx.task_name} if ctx is not None else None,
         "inputs": inputs,
+        "code": code or _api_code(),
         **(meta or {}),
     }
     run_meta["fingerprint"] = fingerprint(run_meta)
     ckpt_path = out_dir / "checkpoint.pt"
-    start, restored_log = 0, None
+    start, restored_log, run_meta["resumed_at_steps"] = 0, None, []
     if resume and ckpt_path.is_file():
         try:
-            start, restored_log = _restore(trainer, sampler, cfg, ckpt_path, device, run_meta)
+            start, restored_log, earlier = _restore(trainer, sampler, cfg, ckpt_path, device, run_meta)
+            run_meta["resumed_at_steps"] = [*earlier, start]
             log.info("resumed from %s at step %d", ckpt_path, start)
         except StaleCheckpoint as e:
             log.info("starting afresh, not resuming: %s", e)
@@ -230,18 +252,33 @@ def train(
     return {"step": cfg.iterations, "completed": True, "out_dir": str(out_dir), "last_record": record}
 
 
+def _changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's run meta and this run's: identity keys, ``train.<key>`` and,
+    for the code, ``code: <file>`` for each source file that changed."""
+    changed = [k for k in IDENTITY_KEYS if k != "code" and saved.get(k) != now.get(k)]
+    old_train, new_train = saved.get("train") or {}, now["train"]
+    changed += [f"train.{k}" for k in new_train if k not in RESUMABLE_CHANGES and old_train.get(k) != new_train[k]]
+    old_code, new_code = saved.get("code") or {}, now["code"]
+    if old_code.get("sha256") != new_code["sha256"]:
+        if not old_code.get("files"):
+            return [*changed, "code (the checkpoint records none)"]
+        files = changed_files(old_code["files"], new_code["files"])
+        more = [f"and {len(files) - 10} more file(s)"] if len(files) > 10 else []
+        changed += [f"code: {f}" for f in files[:10]] + more
+    return changed
+
+
 def _restore(
     trainer: Trainer, sampler: Any, cfg: TrainConfig, path: Path, device: torch.device, run_meta: dict[str, Any]
-) -> tuple[int, dict[str, list] | None]:
-    """Load ``path`` into the trainer and sampler, restore every random stream; return the next step
-    and the loss log so far. Raises :class:`StaleCheckpoint` when ``path`` belongs to another run."""
+) -> tuple[int, dict[str, list] | None, list[int]]:
+    """Load ``path`` into the trainer and sampler, restore every random stream; return the next step,
+    the loss log so far and the steps the run was resumed at before. Raises :class:`StaleCheckpoint`
+    when ``path`` belongs to another run (settings, inputs or code)."""
 
     def same_run(meta: dict[str, Any]) -> None:
         if meta.get("fingerprint") != run_meta["fingerprint"]:
-            saved, now = meta.get("train") or {}, run_meta["train"]
-            changed = [k for k in ("model", "method", "task", "inputs") if meta.get(k) != run_meta.get(k)]
-            changed += [f"train.{k}" for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-            raise StaleCheckpoint(f"{path} belongs to a run with other settings or inputs (changed: {', '.join(changed) or 'fingerprint'})")
+            changed = _changes(meta, run_meta)
+            raise StaleCheckpoint(f"{path} belongs to a run with other settings, inputs or code (changed: {', '.join(changed) or 'fingerprint'})")
         if int(meta["step"]) > cfg.iterations:
             raise StaleCheckpoint(f"{path} is at step {meta['step']}, beyond this run's {cfg.iterations} iterations")
 
@@ -254,4 +291,4 @@ def _restore(
         gen.set_state(rng[name])
     set_global_rng_state(rng, device)
     trainer.mean_path_length = loop["mean_path_length"].to(device)
-    return int(loop["step"]), meta.get("log")
+    return int(loop["step"]), meta.get("log"), list(meta.get("resumed_at_steps") or [])

@@ -20,8 +20,30 @@ def method_for(cfg: dict, name: str) -> Method:
     return make_method(entry["kind"], entry.get("options", {}))
 
 
-def load_task_states(paths: list[str]) -> list[dict[str, Any]]:
-    return [load_checkpoint(p)[0] for p in paths]
+def load_task_states(paths: list[str], kind: str) -> list[dict[str, Any]]:
+    """The stored states of a method's tasks 0..t-1, in order; each file must be a ``task.pt`` of a method of
+    ``kind`` at its position (else ValueError naming the file): another method's state would be misread."""
+    states = []
+    for position, path in enumerate(paths):
+        tensors, meta = load_checkpoint(path)
+        _check_task_file(path, meta, kind, position)
+        states.append(tensors)
+    return states
+
+
+def _check_task_file(path: str, meta: dict[str, Any], kind: str, position: int) -> None:
+    workflow = meta.get("workflow") or {}
+    found_kind, found_index = workflow.get("kind"), workflow.get("task_index")
+    if found_kind == kind and found_index == position:
+        return
+    if found_kind is None or not isinstance(found_index, int):
+        found = "not a task.pt written by `lfsgan train-task`"
+    else:
+        found = f"the task.pt of task {found_index + 1} ({workflow.get('task')!r}) of method {workflow.get('method')!r}, kind '{found_kind}'"
+    raise ValueError(
+        f"{path}: {found}, but task {position + 1} of a '{kind}' method is needed here; give this method's own "
+        "task.pt files of its earlier tasks, in task order"
+    )
 
 
 def rebuild_task_generator(cfg: dict, method_name: str, source: str, states: list[str], task_position: int) -> nn.Module:
@@ -34,7 +56,7 @@ def rebuild_task_generator(cfg: dict, method_name: str, source: str, states: lis
     g, _d, _ = load_source(source, model_config(cfg))
     G, _D = build_models(model_config(cfg))
     method = method_for(cfg, method_name)
-    chain = load_task_states(states)
+    chain = load_task_states(states, method.name)
     upto = chain[: task_position + 1] if method.isolates_tasks else chain
     method.rebuild(G, g, upto)
     return G.eval().requires_grad_(False)

@@ -1,6 +1,6 @@
 """`lfsgan pretrain`: the source GAN on the source domain, one seed (rule `pretrain_source`).
 
-Resumes only an interrupted run with the same settings and data (see :mod:`lfsgan.train.loop`).
+Resumes only an interrupted run with the same settings, data and code (see :mod:`lfsgan.train.loop`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from lfsgan.codedeps import code_fingerprint
 from lfsgan.data import InfiniteSampler, load_prepared
 from lfsgan.train import TrainConfig, build_models, train
 from lfsgan.verbs._common import setup_torch, versions
@@ -35,6 +36,7 @@ def run(cfg: dict, seed: int, data: str, out: str, no_resume: bool = False) -> N
         out_dir=Path(out),
         model_cfg=model_config(cfg),
         resume=not no_resume,
+        code=code_fingerprint("pretrain"),
         inputs={"data": {"images_sha256": dataset.manifest["images_sha256"], "hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]}},
         meta={
             "workflow": {"stage": "source", "seed": seed, "domain": cfg["source"]["domain"]},

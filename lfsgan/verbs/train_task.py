@@ -1,7 +1,7 @@
 """`lfsgan train-task`: one method learns one task, after its earlier tasks (rule `train_task`).
 
-Resumes only an interrupted run with the same settings, data, source, earlier task states and Fisher
-(their sha256 are part of the run's fingerprint; see :mod:`lfsgan.train.loop`).
+Resumes only an interrupted run with the same settings, data, source, earlier task states, Fisher and
+code (their sha256 are part of the run's fingerprint; see :mod:`lfsgan.train.loop`).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lfsgan.codedeps import code_fingerprint
 from lfsgan.config import ConfigError, method_entry, method_train_config, split_run
 from lfsgan.data import InfiniteSampler, images_sha256, load_prepared, to_float
 from lfsgan.data.shots import run_shots
@@ -67,7 +68,7 @@ def run(
         task_name=task,
         source_g=g_src,
         source_d=d_src,
-        previous=load_task_states(list(previous)),
+        previous=load_task_states(list(previous), kind),
         real_shots=to_float(shots),
         device=device,
         seed=seed,
@@ -87,6 +88,7 @@ def run(
         ctx=ctx,
         model_cfg=model_config(cfg),
         resume=not no_resume,
+        code=code_fingerprint("train-task"),
         inputs={
             "data": {"images_sha256": dataset.manifest["images_sha256"], **shots_record}
             | {"hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]},

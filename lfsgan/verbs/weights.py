@@ -1,11 +1,13 @@
-"""`lfsgan weights`: list every weights file a config needs, or fetch them (``--fetch``) before an offline run."""
+"""`lfsgan weights`: list every weights file a config needs, or fetch them (``--fetch``) before an offline run.
+
+Exit status 1, with one line naming each file and what to do, when a file is missing, is not the
+published file (its sha256), or cannot be downloaded."""
 
 from __future__ import annotations
 
 import logging
 
-from lfsgan.io import sha256_file
-from lfsgan.metrics.requirements import check_required_weights, fetch_weights, required_weights
+from lfsgan.metrics.requirements import WeightsFile, check_required_weights, fetch_weights, required_weights
 
 log = logging.getLogger("lfsgan")
 
@@ -18,11 +20,16 @@ def run(cfg: dict, fetch: bool = False) -> None:
     for need in needs:
         if fetch and need.url is not None:
             fetch_weights(need)
-        if need.present:
-            status = f"present  sha256 {sha256_file(need.path)}"
-        else:
-            status = "MISSING"
-        expected = f"sha256 starts with {need.sha256_prefix}" if need.sha256_prefix else "no published sha256"
-        source = need.url or "only you have it"
-        print(f"{need.what}\n  {status}\n  path: {need.path}  (config key `{need.config_key}`)\n  expected: {expected}\n  from: {source}")
+        print(describe(need))
     check_required_weights(cfg, source="lfsgan weights")
+
+
+def describe(need: WeightsFile) -> str:
+    """A few lines on one file: present (and its sha256), WRONG (not the published file) or MISSING."""
+    status = "MISSING" if not need.present else f"{'WRONG' if need.wrong() else 'present'}  sha256 {need.actual_sha256()}"
+    if need.sha256 is None:
+        expected = "no published sha256"
+    else:
+        expected = f"sha256 {'is' if len(need.sha256) == 64 else 'starts with'} {need.sha256}"
+    return (f"{need.what}\n  {status}\n  path: {need.path}  (config key `{need.config_key}`)\n  expected: {expected}\n"
+            f"  from: {need.url or 'only you have it'}")

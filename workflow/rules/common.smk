@@ -13,8 +13,14 @@ from lfsgan.config import (
     method_runs,
     method_train_config,
     permutation_pairs,
+    read_yaml,
     validate_config,
 )
+
+# Snakemake has read the config files with a YAML loader that keeps the last of two equal keys;
+# read each again with lfsgan's strict one, so a duplicate key stops here, naming it and its lines.
+for _configfile in workflow.configfiles:
+    read_yaml(_configfile)
 
 # Validate once, fill the schema's defaults in place (a bad key fails here, before any job).
 _resolved = validate_config(config, source="workflow config (config/config.yaml + --configfile/--config)")
