@@ -401,26 +401,86 @@ def _planted_pair():
     return a, b, spec, loss
 
 
-def test_ste_recovers_a_planted_permutation_from_identity():
+def test_ste_step0_from_the_anchor_is_weight_matching():
+    """θ̃ starts at θ_A (the references), so the first projection is WM of B onto A: on a planted
+    permuted copy it is the planted inverse (merged loss 0); on an independent pair, exactly
+    :func:`match`'s answer."""
     a, b, spec, loss = _planted_pair()
-    res = ste_search([a, b], spec, loss, latent_dim=SMALL_G["style_dim"], steps=30, lr=0.1, eval_every=5, seed=0)
+    res = ste_search([a, b], spec, loss, latent_dim=SMALL_G["style_dim"], steps=1, seed=0)
     assert all(torch.equal(p, torch.arange(len(p))) for p in res.perms[0].values())  # the anchor
-    assert res.start_loss > 0 and res.eval_history[0] == (0, res.start_loss)  # identity start = naive average
-    assert _max_abs_diff(apply_permutation(b, spec, res.perms[1]), a) == 0.0 and res.best_loss == 0.0
-    assert res.timings["projection"] > 0 and len(res.train_history) == 30
+    assert res.selected_step == 0 and res.start_loss == 0.0 and res.criterion_loss == 0.0
+    assert _max_abs_diff(apply_permutation(b, spec, res.perms[1]), a) == 0.0
+    c = make_g(51).state_dict()
+    res = ste_search([a, c], spec, loss, latent_dim=SMALL_G["style_dim"], steps=1, seed=3, wm_max_iter=50)
+    wm = match(a, c, spec, seed=3, max_iter=50).perms
+    assert res.selected_step == 0 and res.changes[0] > 0
+    assert all(torch.equal(res.perms[1][p], wm[p]) for p in wm)
 
 
-def test_ste_resumes_to_the_same_permutations(tmp_path):
+def test_ste_defaults_are_the_references():
+    """Defaults = Git Re-Basin's STE (src/mnist_mlp_ste2.py: start at θ_A, SGD lr 1e-2 momentum 0.9,
+    best minibatch loss); STE-MM's Adam lr 1e-3 / last is one option set away; the schema agrees."""
+    import inspect
+
+    from lfsgan.config import load_config
+    from lfsgan.permute.ste import GIT_RE_BASIN, STE_MM
+
+    assert GIT_RE_BASIN == {"init": "anchor", "optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "lr_scale": "effective", "select": "best_batch"}
+    assert STE_MM == {"init": "anchor", "optimizer": "adam", "lr": 1e-3, "lr_scale": "effective", "select": "last"}
+    defaults = {k: v.default for k, v in inspect.signature(ste_search).parameters.items()}
+    assert {k: defaults[k] for k in GIT_RE_BASIN} == GIT_RE_BASIN
+    schema = load_config("config/test.yaml")["permutation"]["ste"]  # test.yaml sets none of these keys
+    assert {k: schema[k] for k in GIT_RE_BASIN} == GIT_RE_BASIN
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_ste_steps_act_on_effective_weights(optimizer):
+    """One step on a stored tensor with :func:`tensor_lr` moves the effective tensor ``gain · w``
+    as the same optimiser at ``lr`` moves a plain tensor (the references' layers)."""
+    from lfsgan.permute.ste import tensor_lr
+
+    gain, lr = 0.01, 1e-2
+    g = torch.Generator().manual_seed(0)
+    w_eff0, target = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+
+    def run(w0: torch.Tensor, scale: float, step_lr: float) -> torch.Tensor:
+        w = w0.clone().requires_grad_(True)
+        opt = torch.optim.SGD([w], lr=step_lr, momentum=0.9) if optimizer == "sgd" else torch.optim.Adam([w], lr=step_lr, eps=1e-30)
+        for _ in range(3):
+            opt.zero_grad()
+            ((scale * w - target) ** 3).sum().backward()
+            opt.step()
+        return scale * w.detach()
+
+    plain = run(w_eff0, 1.0, lr)
+    stored = run(w_eff0 / gain, gain, tensor_lr(lr, gain, w_eff0 / gain, optimizer, "effective"))
+    assert torch.allclose(stored, plain, rtol=1e-9, atol=1e-12) and not torch.allclose(plain, w_eff0)
+
+
+def test_ste_earlier_settings_recover_a_planted_permutation_from_identity():
+    """The earlier search (identity start, Adam at lr × RMS, best on fixed latents) stays reachable."""
     a, b, spec, loss = _planted_pair()
-    kw = dict(latent_dim=SMALL_G["style_dim"], steps=20, lr=0.03, eval_every=5, seed=1, checkpoint_every=5)
-    whole = ste_search([a, b], spec, loss, **kw)
+    res = ste_search([a, b], spec, loss, latent_dim=SMALL_G["style_dim"], steps=30, init="identity", optimizer="adam",
+                     lr=0.1, lr_scale="rms", select="best_eval", eval_every=5, seed=0)
+    assert res.start_loss > 0 and res.eval_history[0] == (0, res.start_loss)  # identity start = naive average
+    assert _max_abs_diff(apply_permutation(b, spec, res.perms[1]), a) == 0.0 and res.selected_loss == 0.0
+    assert res.timings["projection"] > 0 and len(res.train_history) == 30 and len(res.changes) == 31
+
+
+@pytest.mark.parametrize("settings", [{}, {"optimizer": "adam", "lr": 1e-3, "select": "last"}])
+def test_ste_resumes_to_the_same_permutations(tmp_path, settings):
+    a, b, spec, loss = _planted_pair()
+    c = make_g(52).state_dict()  # not a permuted copy: the search has somewhere to go
+    kw = dict(latent_dim=SMALL_G["style_dim"], steps=20, eval_every=5, seed=1, checkpoint_every=5, init="identity", **settings)
+    whole = ste_search([a, c], spec, loss, **kw)
     ckpt = tmp_path / "ste_checkpoint.pt"
-    ste_search([a, b], spec, loss, checkpoint=ckpt, stop_after=10, **kw)
-    resumed = ste_search([a, b], spec, loss, checkpoint=ckpt, **kw)
+    ste_search([a, c], spec, loss, checkpoint=ckpt, stop_after=10, **kw)
+    resumed = ste_search([a, c], spec, loss, checkpoint=ckpt, **kw)
     assert resumed.eval_history == whole.eval_history and resumed.train_history == whole.train_history
+    assert resumed.changes == whole.changes and resumed.selected_step == whole.selected_step
     assert all(torch.equal(resumed.perms[1][p], whole.perms[1][p]) for p in whole.perms[1])
     with pytest.raises(ValueError, match="different search"):
-        ste_search([a, b], spec, loss, checkpoint=ckpt, **{**kw, "lr": 0.5})
+        ste_search([a, c], spec, loss, checkpoint=ckpt, **{**kw, "lr": 0.5})
 
 
 # --- workflow: merge and STE rules --------------------------------------------------------------
@@ -453,7 +513,7 @@ def test_ste_merge_on_trained_sources_not_worse_than_identity(completed_run):
     ste = json.loads((completed_run.root / "results/ste/0_1/ste.json").read_text())
     # the STE objective of the merged generator on 256 held-out latents (not the latents STE chose on)
     assert merge["ste_loss"] <= merge["naive_loss"] + 1e-6, (merge["ste_loss"], merge["naive_loss"])
-    assert ste["best_loss"] <= ste["start_loss"] and ste["steps_run"] == ste["steps"]
+    assert ste["steps_run"] == ste["steps"] and ste["init"] == "anchor" and len(ste["changes"]) == ste["steps"] + 1
     assert not (completed_run.root / "results/ste/0_1/ste_checkpoint.pt").exists()
     for m in ("naive", "wm", "ste"):
         assert all(f"{m}_r_gamma_{g:g}" in merge for g in merge["gammas"])
