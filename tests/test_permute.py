@@ -238,6 +238,59 @@ def test_match_many_aligns_permuted_copies_exactly(net):
         assert res.converged and np.all(np.diff(hist) <= 0) and hist[0] > 0 and hist[-1] < 1e-9 * hist[0]
 
 
+def _is_merge_many_fixed_point(states, spec, perms) -> bool:
+    """One more MergeMany round changes nothing: WM of every model onto the mean of the others
+    (float64, already permuted), warm-started from its permutations, returns them unchanged."""
+    from lfsgan.permute import average_states
+
+    aligned = [{k: v.double() if v.is_floating_point() else v for k, v in apply_permutation(s, spec, p).items()}
+               for s, p in zip(states, perms)]
+    for i, (state, p) in enumerate(zip(states, perms)):
+        mean = average_states([a for j, a in enumerate(aligned) if j != i], spec=spec)
+        again = match(mean, state, spec, init=p, seed=7 + i).perms
+        if any(not torch.equal(again[q], p[q]) for q in p):
+            return False
+    return True
+
+
+def _shipped_sources() -> list[dict]:
+    from lfsgan.verbs._models import load_source
+
+    return [load_source(f"data/sources/seed{s}.pt")[0] for s in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("models", ["planted", "trained"])
+def test_match_many_converged_means_a_fixed_point(models):
+    """The references' stop: converged only after a round that changed no assignment; the
+    permutations are then a fixed point of one more round (planted permuted copies of one G, and
+    the three shipped trained sources)."""
+    if models == "planted":
+        a = make_g(14).state_dict()
+        spec = generator_spec(a)
+        states = [a] + [apply_permutation(a, spec, random_perms(spec.perm_sizes(a), s)) for s in (5, 6)]
+    else:
+        states = _shipped_sources()
+        spec = generator_spec(states[0])
+    for init in ("anchor", "identity"):
+        res = match_many(states, spec, init=init, seed=1)
+        assert res.converged and res.changes[-1] == 0 and len(res.changes) == res.rounds
+        assert _is_merge_many_fixed_point(states, spec, res.perms)
+    if models == "trained":  # the rounds had work to do: the anchored start is not a fixed point
+        assert res.changes[0] > 0
+        assert not _is_merge_many_fixed_point(states, spec, match_many(states, spec, anchor=0).perms)
+
+
+def test_match_many_round_cap_or_loose_stop_is_not_converged():
+    states = _shipped_sources()
+    spec = generator_spec(states[0])
+    capped = match_many(states, spec, max_rounds=1, seed=1)
+    assert capped.rounds == 1 and capped.changes[0] > 0 and not capped.converged
+    loose = match_many(states, spec, stop="distance_rtol_loose", round_rtol=0.5, round_max_iter=1, seed=1)
+    assert loose.rounds == 1 and not loose.converged  # stopped on the distance with assignments still moving
+    with pytest.raises(ValueError, match="stop must be one of"):
+        match_many(states, spec, stop="distance")
+
+
 # --- interpolation, LMC curve, mixture ---------------------------------------------------------
 def test_interpolate_endpoints_and_fixed_buffers():
     a, b = make_g(20).state_dict(), make_g(21).state_dict()
