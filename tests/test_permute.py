@@ -417,8 +417,8 @@ def test_r_gamma_known_spectra_independent_below_one_and_swap_robust():
     # independent singular vectors, same spectrum: R well below 1 at every γ
     wb = _with_spectrum(s, (12, 20), 1)
     for g in GAMMAS:
-        total, n = alignment_sum(svd(wa), svd(wb), g)
-        assert n == int((s >= g * s[0]).sum())  # rank 8: the 4 zero singular values never count
+        total, n, n_b = alignment_sum(svd(wa), svd(wb), g)
+        assert n == n_b == int((s >= g * s[0]).sum())  # rank 8: the 4 zero singular values never count
         assert abs(total / n) < 0.6
     # a permutation P W Qᵀ plus a rotation inside the σ_2 = σ_3 pair: per-index alignment of
     # pairs 2, 3 drops, R(γ) stays 1 (it sums over all pairs)
@@ -434,11 +434,47 @@ def test_r_gamma_known_spectra_independent_below_one_and_swap_robust():
     per_index = ((ua * svd_rot[0]).sum(0) * (vha * svd_rot[2]).sum(1))[1:3]
     assert (per_index < 0.7).all()
     for g in GAMMAS:
-        total, n = alignment_sum((ua, sa, vha), svd_rot, g)
+        total, n, _ = alignment_sum((ua, sa, vha), svd_rot, g)
         assert total / n == pytest.approx(1.0, abs=1e-9)
         # unmatched permuted copy: below 1
-        total_p, n_p = alignment_sum(svd(wa), svd(wp), g)
+        total_p, n_p, _ = alignment_sum(svd(wa), svd(wp), g)
         assert total_p / n_p < 0.9
+
+
+def _rotation(theta: float) -> torch.Tensor:
+    """3×3 rotation by θ in the plane of the first two axes."""
+    c, s = math.cos(theta), math.sin(theta)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("normalise", ["paper", "min"])
+def test_r_gamma_hand_computed_on_known_svds(normalise):
+    """W_A = diag(3, 2, 1) (U = V = I), W_B = R(θ) diag(3, 1.5, 0.5) R(φ)ᵀ. The pair terms are
+    (u_i^A·u_j^B)(v_i^A·v_j^B) = R(θ)[i, j] R(φ)[i, j], so by hand:
+    γ = 0.5: I = J = {1, 2}: Σ = 2 cos(θ-φ), n = 2 either way → R = cos(θ-φ);
+    γ = 0.6: I = {1, 2} (2 >= 1.8), J = {1} (1.5 < 1.8): Σ = cos θ cos φ + sin θ sin φ = cos(θ-φ),
+    n = |I| = 2 (Ito et al.) → cos(θ-φ)/2, or min(|I|, |J|) = 1 → cos(θ-φ);
+    γ = 0.1: all three (σ >= 0.3): Σ = 2 cos(θ-φ) + 1, n = 3."""
+    from lfsgan.permute import r_normaliser
+
+    theta, phi = 0.4, 1.1
+    wa = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    wb = _rotation(theta) @ torch.diag(torch.tensor([3.0, 1.5, 0.5], dtype=torch.float64)) @ _rotation(phi).T
+    svd = lambda w: torch.linalg.svd(w, full_matrices=False)  # noqa: E731
+    cos = math.cos(theta - phi)
+    expected = {0.5: (2 * cos, 2, 2), 0.6: (cos, 2, 1), 0.1: (2 * cos + 1, 3, 3)}
+    for g, (total, n_a, n_b) in expected.items():
+        got = alignment_sum(svd(wa), svd(wb), g)
+        assert got[0] == pytest.approx(total, abs=1e-12) and got[1:] == (n_a, n_b)
+    r06 = expected[0.6][0] / r_normaliser(2, 1, normalise)
+    assert r06 == pytest.approx(cos / 2 if normalise == "paper" else cos)
+    # the same through r_gamma on a one-layer "network" (a spec of one 3×3 linear weight)
+    from lfsgan.permute import PermutationSpec, TensorSpec
+
+    spec = PermutationSpec({"fc.weight": TensorSpec(("P", None))}, name="hand")
+    table = r_gamma({"fc.weight": wa}, {"fc.weight": wb}, spec, [0.5, 0.6], normalise=normalise).set_index(["layer", "gamma"])
+    assert table.loc[("ALL", 0.5), "r"] == pytest.approx(cos, abs=1e-12)
+    assert table.loc[("ALL", 0.6), "r"] == pytest.approx(r06, abs=1e-12)
 
 
 # --- STE (Git Re-Basin §3.3) -------------------------------------------------------------------
