@@ -164,6 +164,18 @@ def test_left_base_is_the_chosen_source_generator_bit_for_bit(base):
     assert not any(p.requires_grad for k, p in G.named_parameters() if k in stored[base])
 
 
+def test_base_g_needs_a_source_with_a_raw_generator(source, tmp_path):
+    from lfsgan.verbs._models import load_source
+
+    path = tmp_path / "ema_only.pt"
+    save_checkpoint(path, {"g_ema": source[0], "d": source[1]}, {})
+    assert load_source(path)[0] is not None
+    with pytest.raises(ValueError, match="no raw generator 'g'.*options.base to g_ema"):
+        load_source(path, generator="g")
+    with pytest.raises(ValueError, match="must be one of"):
+        load_source(path, generator="ema")
+
+
 def test_dyadic_partition_sums_exactly():
     g = torch.Generator().manual_seed(0)
     for parts in (1, 2, 3, 5, 8):
