@@ -168,7 +168,7 @@ def ste_search(
     *,
     latent_dim: int,
     anchor: int = 0,
-    steps: int = 300,
+    steps: int = 500,
     batch: int = 8,
     init: str = GIT_RE_BASIN["init"],
     optimizer: str = GIT_RE_BASIN["optimizer"],
