@@ -9,10 +9,16 @@ distance before/after.
     python benchmarks/match.py --size 64 --threads 2 --json out.json
     python benchmarks/match.py --g-a a.pt --g-b b.pt --key g_ema   # trained generators
     python benchmarks/match.py --nets G --many 3     # + MergeMany of 3 generators, ratio to 2-model WM
+    python benchmarks/match.py --nets --many-sources data/sources/seed{0,1,2}.pt --threads 1   # the shipped sources
     python benchmarks/match.py --nets G --ste-steps 20   # + STE search: seconds per 100 steps
 
-``--many N`` times MergeMany (``match_many``) of N independently initialised generators and prints
-its ratio to the two-model WM of G measured in the same run, the split between the anchored start
+``--many N`` times MergeMany (``match_many``) of N independently initialised generators,
+``--many-sources A.pt B.pt ...`` of trained source checkpoints (their ``g_ema``; the architecture is
+read from the files, e.g. the demo's shipped ``data/sources/seed{0,1,2}.pt``). Each stopping setting (:data:`SETTINGS`: the references' fixed point with every
+step run to convergence, the fixed point with one sweep per step, and the looser 1e-3 distance stop)
+prints its rounds, whether it reached a fixed point, the units each round moved, the summed
+pairwise distance relative to the unmatched start, and its CPU time over the two-model WM of the
+first two models measured in the same run, plus the split between the anchored start
 (N - 1 plain WM runs) and the rounds, and the LAPs the rounds solved. ``--ste-steps K`` runs K steps of the
 STE search (two generators, the non-saturating loss against two random discriminators, batch
 ``--ste-batch``) and reports seconds per 100 steps, split into projection (WM) and forward/backward,
@@ -71,6 +77,42 @@ def run(name: str, sd_a, sd_b, spec, args) -> dict:
     return row
 
 
+#: MergeMany settings compared: (label, match_many keywords)
+SETTINGS = (
+    ("fixed point, steps to convergence (default)", {}),
+    ("fixed point, 1 sweep per step", {"round_max_iter": 1}),
+    ("distance stop 1e-3 (loose), 1 sweep per step", {"stop": "distance_rtol_loose", "round_rtol": 1e-3, "round_max_iter": 1}),
+)
+
+
+def merge_many_rows(args, build_g) -> list[dict]:
+    """MergeMany of ``--many`` random or ``--many-sources`` trained generators under every
+    :data:`SETTINGS` entry, against the two-model WM of the first two (CPU seconds)."""
+    if args.many_sources:
+        states = [_state(path, "g_ema", None, 0) for path in args.many_sources]
+        what = "trained " + ",".join(Path(path).stem for path in args.many_sources)
+    else:
+        states = [_state(None, None, build_g, s) for s in range(args.many)]
+        what = f"random x{args.many}"
+    spec = generator_spec(states[0])
+    c0 = time.process_time()
+    match(states[0], states[1], spec, max_iter=args.max_iter, seed=args.seed)
+    wm_cpu = time.process_time() - c0
+    rows = []
+    for label, kw in SETTINGS:
+        c0 = time.process_time()
+        res = match_many(states, spec, max_iter=args.max_iter, seed=args.seed, **kw)
+        cpu = time.process_time() - c0
+        row = {"net": f"G MergeMany {what}", "setting": label, "rounds": res.rounds, "converged": res.converged,
+               "changes": res.changes, "distance_rel_start": round(res.distance_history[-1] / res.distance_history[0], 6),
+               "cpu_s": round(cpu, 3), "wm_cpu_s": round(wm_cpu, 3), "ratio_cpu": round(cpu / wm_cpu, 2),
+               "init_s": round(res.timings["init"], 3), "rounds_s": round(res.timings["rounds"], 3),
+               "rounds_lap_steps": res.timings["lap_steps"]}
+        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
@@ -82,13 +124,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="matching seed (visiting order)")
     ap.add_argument("--max-iter", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--nets", nargs="+", choices=("G", "D"), default=("G", "D"))
+    ap.add_argument("--nets", nargs="*", choices=("G", "D"), default=("G", "D"))
     ap.add_argument("--g-a"), ap.add_argument("--g-b"), ap.add_argument("--d-a"), ap.add_argument("--d-b")
     ap.add_argument("--key", help="entry of the checkpoints holding the state_dict (e.g. g_ema)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--many", type=int, default=0, help="also time MergeMany of this many generators (>= 3)")
-    ap.add_argument("--round-max-iter", type=int, default=1, help="MergeMany: sweeps per step in its rounds (0 = --max-iter)")
-    ap.add_argument("--round-rtol", type=float, default=1e-3, help="MergeMany: stop when a round gains less than this")
+    ap.add_argument("--many-sources", nargs="+", help="MergeMany of these trained source checkpoints (their g_ema)")
     ap.add_argument("--ste-steps", type=int, default=0, help="also time this many STE search steps")
     ap.add_argument("--ste-batch", type=int, default=4)
     args = ap.parse_args()
@@ -107,27 +148,8 @@ def main() -> None:
         sd_a = _state(args.d_a, args.key, build_d, args.seeds[0])
         sd_b = _state(args.d_b, args.key, build_d, args.seeds[1])
         rows.append(run("D", sd_a, sd_b, discriminator_spec(sd_a), args))
-    if args.many:
-        states = [_state(None, None, build_g, s) for s in range(args.many)]
-        spec = generator_spec(states[0])
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = match_many(states, spec, max_iter=args.max_iter, seed=args.seed, round_rtol=args.round_rtol,
-                         round_max_iter=args.round_max_iter or None)
-        many_s, many_cpu = time.perf_counter() - t0, time.process_time() - c0
-        t0, c0 = time.perf_counter(), time.process_time()
-        match_many(states, spec, anchor=0, max_iter=args.max_iter, seed=args.seed)
-        anchor_s, anchor_cpu = time.perf_counter() - t0, time.process_time() - c0
-        base = next((r for r in rows if r["net"] == "G"), None)
-        row = {"net": f"G x{args.many} MergeMany", "rounds": res.rounds, "converged": res.converged,
-               "distance_rel_start": round(res.distance_history[-1] / res.distance_history[0], 6), "total_s": round(many_s, 3),
-               "cpu_s": round(many_cpu, 3), "init_s": round(res.timings["init"], 3), "rounds_s": round(res.timings["rounds"], 3),
-               "rounds_cost_s": round(res.timings["cost"], 3), "rounds_lap_steps": res.timings["lap_steps"],
-               "anchor_total_s": round(anchor_s, 3), "anchor_cpu_s": round(anchor_cpu, 3)}
-        if base:  # CPU-second ratios are the robust ones on a loaded machine
-            row.update(ratio_wall=round(many_s / base["total_s"], 2), ratio_cpu=round(many_cpu / base["cpu_s"], 2),
-                       anchor_ratio_cpu=round(anchor_cpu / base["cpu_s"], 2))
-        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        rows.append(row)
+    if args.many or args.many_sources:
+        rows += merge_many_rows(args, build_g)
     if args.ste_steps:
         sd_a, sd_b = _state(None, None, build_g, args.seeds[0]), _state(None, None, build_g, args.seeds[1])
         G = build_g().eval().requires_grad_(False)

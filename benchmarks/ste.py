@@ -83,7 +83,7 @@ def main() -> None:
         "rule_wall_s": round(rule_s, 2), "search_s": round(ste["seconds_this_run"], 2),
         "s_per_100_steps": round(ste["seconds_per_100_steps"], 2), **{f"{k}_s_per_100": v for k, v in per100.items()},
         "wm_s": round(wm_s, 3), "wm_sweeps": wm.sweeps, "ste_per_100_over_wm": round(ste["seconds_per_100_steps"] / wm_s, 1),
-        "start_loss": ste["start_loss"], "best_loss": ste["best_loss"], "best_step": ste["best_step"],
+        "start_loss": ste["start_loss"], "selected_loss": ste["selected_loss"], "selected_step": ste["selected_step"],
     }
     print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     if args.json:

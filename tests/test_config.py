@@ -234,3 +234,70 @@ def test_cli_lists_verbs():
     r = subprocess.run([sys.executable, "-m", "lfsgan.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
     for verb in ("prepare", "pretrain", "import-source", "install-source", "fisher", "train-task", "sample", "evaluate", "match", "lmc", "report"):
         assert verb in r.stdout
+
+
+# --- config/paper.yaml's provenance labels -------------------------------------------------------
+#: the official LFS-GAN code (KHU-AGI/LFS-GAN at 17c12f7) as read: the value each key has there
+#: (train.py's argparse defaults and loader, generate.py, evaluate_b_lpips.py, prepare_data.py)
+OFFICIAL = {
+    "data.resize_filter": "lanczos",  # prepare_data.py: resample=Image.LANCZOS
+    "data.hflip": True,  # train.py: transforms.RandomHorizontalFlip()
+    "task_train.iterations": 3002,  # --iter
+    "task_train.batch": 4,  # --batch
+    "task_train.lr_g": 0.002,  # --lr (G and D)
+    "task_train.lr_d": 0.002,
+    "task_train.r1_gamma": 10.0,  # --r1
+    "task_train.r1_every": 16,  # --d_reg_every
+    "task_train.path_reg_weight": 2.0,  # --path_regularize
+    "task_train.path_reg_every": 4,  # --g_reg_every
+    "task_train.path_batch_shrink": 2,  # --path_batch_shrink
+    "task_train.style_mixing": 0.9,  # --mixing
+    "task_train.ema_decay": 0.5 ** (32 / (10 * 1000)),  # accum, rounded in the config
+    "task_train.checkpoint_every": 100,  # --save_freq
+    "evaluation.seed": 10,  # generate.py: torch.manual_seed(10)
+    "evaluation.lpips.n_fake": 1000,  # evaluate_b_lpips.py: os.listdir(fake_path)[:1000]
+    "evaluation.lpips.cluster_size": 50,  # evaluate_b_lpips.py: --cluster_size 50
+}
+#: keys whose lfsgan value the official code does not use: data loading there is
+#: DataLoader(RandomSampler (without replacement), batch 4, drop_last=True) — two batches per pass
+#: over 10 shots, two shots skipped each pass; lfsgan's `epochs` sampler covers every shot
+NOT_OFFICIAL = {"data.sampling"}
+
+
+def _labelled_values(path: Path) -> dict[str, str]:
+    """``{dotted key: label}`` of every ``key: value  # [label] ...`` line of a YAML file (mapping
+    keys only; a section line ``key:`` with nothing after the colon carries no value)."""
+    import re
+
+    labels, stack = {}, []
+    for line in path.read_text().splitlines():
+        m = re.match(r"^(\s*)([A-Za-z_][\w-]*):\s*([^#\s][^#]*?)?\s*(?:#\s*\[(\w+)\].*)?$", line)
+        if not m:
+            continue
+        indent, key, value, label = len(m[1]), m[2], m[3], m[4]
+        stack = [(i, k) for i, k in stack if i < indent]
+        if value is None:
+            stack.append((indent, key))
+        elif label:
+            labels[".".join([k for _, k in stack] + [key])] = label
+    return labels
+
+
+def test_paper_config_code_labels_only_on_official_values():
+    """A `[code]` label in config/paper.yaml means the official code runs with that value."""
+    labels = _labelled_values(ROOT / "config" / "paper.yaml")
+    config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+
+    def value(dotted: str):
+        node = config
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    code = {k for k, label in labels.items() if label == "code"}
+    assert code, "no [code]-labelled value found: the parser or the file changed"
+    assert code <= OFFICIAL.keys(), f"[code] on values the official code does not set: {sorted(code - OFFICIAL.keys())}"
+    for key in code:
+        assert value(key) == pytest.approx(OFFICIAL[key], rel=1e-4) if isinstance(OFFICIAL[key], float) else value(key) == OFFICIAL[key], key
+    for key in NOT_OFFICIAL:
+        assert labels.get(key) == "ours", f"{key} is lfsgan's own choice: label it [ours]"

@@ -138,6 +138,44 @@ def test_left_reproduces_source_at_init(source, init, rank):
     assert tl.get_backend() == "numpy"  # TensorLy's backend did not leak
 
 
+@pytest.mark.parametrize("base", ["g", "g_ema"])
+def test_left_base_is_the_chosen_source_generator_bit_for_bit(base):
+    """``options.base`` picks the source generator LeFT trains on: with ``g`` (the released train.py's
+    ckpt['g']) the task generator's frozen weights are the source's ``g`` tensors bit for bit, with
+    ``g_ema`` its ``g_ema``'s (the shipped sources hold both, and they differ)."""
+    from lfsgan.config import load_config
+    from lfsgan.train import build_models
+    from lfsgan.verbs._methods import task_source
+    from lfsgan.verbs._models import model_config
+
+    cfg = load_config("config/config.yaml")
+    cfg["methods"]["left-base"] = {"kind": "lfsgan", "options": {"base": base, "patch_d": False, "lpips_allow_random_backbone": True}}
+    g, d = task_source(cfg, "left-base", "data/sources/seed0.pt")
+    stored, _ = load_checkpoint("data/sources/seed0.pt")
+    other = "g_ema" if base == "g" else "g"
+    G, D = build_models(model_config(cfg))
+    method = make_method("lfsgan", cfg["methods"]["left-base"]["options"])
+    assert method.base == base
+    method.setup(G, D, TaskContext(task_index=0, task_name="t", source_g=g, source_d=d))
+    frozen = {k: v for k, v in G.state_dict().items() if k in stored[base]}
+    assert frozen.keys() == stored[base].keys()
+    assert all(torch.equal(frozen[k], stored[base][k]) for k in frozen)
+    assert any(not torch.equal(frozen[k], stored[other][k]) for k in frozen)
+    assert not any(p.requires_grad for k, p in G.named_parameters() if k in stored[base])
+
+
+def test_base_g_needs_a_source_with_a_raw_generator(source, tmp_path):
+    from lfsgan.verbs._models import load_source
+
+    path = tmp_path / "ema_only.pt"
+    save_checkpoint(path, {"g_ema": source[0], "d": source[1]}, {})
+    assert load_source(path)[0] is not None
+    with pytest.raises(ValueError, match="no raw generator 'g'.*options.base to g_ema"):
+        load_source(path, generator="g")
+    with pytest.raises(ValueError, match="must be one of"):
+        load_source(path, generator="ema")
+
+
 def test_dyadic_partition_sums_exactly():
     g = torch.Generator().manual_seed(0)
     for parts in (1, 2, 3, 5, 8):

@@ -53,6 +53,12 @@ class Method:
         self.options = method_options(self.name, options, source=f"method '{self.name}'")
         self.style_mixing = float(self.options["style_mixing"])
 
+    @property
+    def base(self) -> str:
+        """The source generator every task starts from (``TaskContext.source_g``): ``"g_ema"``, or
+        ``"g"`` for a method with ``options.base: g``. Samples are always rebuilt on ``g_ema``."""
+        return self.options.get("base", "g_ema")
+
     # --- set-up -----------------------------------------------------------------------------
     def setup(self, G: nn.Module, D: nn.Module, ctx: TaskContext) -> None:
         """Prepare G and D for task ``ctx.task_index`` (load weights, attach adapters, freeze).

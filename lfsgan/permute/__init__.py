@@ -16,7 +16,8 @@ connectivity, and the singular-vector diagnostics of Ito et al. (``docs/permutat
 """
 
 from .apply import apply_permutation
-from .diagnostics import alignment_sum, l2_totals, layer_matrices, plot_singular_diagnostics, r_gamma, singular_diagnostics
+from .diagnostics import (R_NORMALISATIONS, alignment_sum, l2_totals, layer_matrices, plot_singular_diagnostics, r_gamma,
+                          r_normaliser, singular_diagnostics)
 from .lmc import (
     DEFAULT_LAMBDAS,
     MixtureGenerator,
@@ -64,6 +65,8 @@ __all__ = [
     "plot_singular_diagnostics",
     "r_gamma",
     "alignment_sum",
+    "r_normaliser",
+    "R_NORMALISATIONS",
     "ste_search",
     "SteResult",
     "generator_loss",

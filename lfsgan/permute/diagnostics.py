@@ -20,20 +20,22 @@ so maximising it mainly aligns singular vectors with large σ. Per layer we repo
   matching. This per-index score misreads singular values that are nearly equal and swap
   order between A and π(B); :func:`r_gamma` is the version that sums over all pairs.
 
-**R(γ)** (Ito et al., §4: the alignment summed over every *pair* of singular vectors whose
-singular values pass a threshold). With ``I = {i : σ_i^A >= γ σ_1^A}`` and
-``J = {j : σ_j^B >= γ σ_1^B}`` (γ relative to the largest singular value; γ = 0 keeps all
-singular values above the numerical rank threshold),
+**R(γ)** (Ito, Yamada & Kumagai, arXiv 2402.04051, §4, the quantity of their Fig. 2;
+``docs/permutation.md`` §5.1 writes it out with what the accessible text fixes). With
+``I_ℓ = {i : σ_i^A >= γ σ_1^A}`` and ``J_ℓ = {j : σ_j^B >= γ σ_1^B}`` (γ relative to the
+largest singular value; γ = 0 keeps all singular values above the numerical rank threshold),
 
-    R_ℓ(γ) = Σ_{i∈I, j∈J} (u_i^A · u_j^{π(B)})(v_i^A · v_j^{π(B)}) / n_ℓ(γ),   n_ℓ = min(|I|, |J|)
+    R(γ) = Σ_ℓ Σ_{i∈I_ℓ, j∈J_ℓ} (u_i^A · u_j^{π(B)})(v_i^A · v_j^{π(B)}) / Σ_ℓ n_ℓ(γ),
+    n_ℓ(γ) = |I_ℓ|   (normalise="paper": the number of A's singular values past the threshold)
 
-and over the network ``R(γ) = Σ_ℓ n_ℓ R_ℓ / Σ_ℓ n_ℓ``. The numerator is
-``<U_Iᴬᵀ U_J, V_Iᴬᵀ V_J>_F`` ≤ ``||U_Iᴬᵀ U_J||_F ||V_Iᴬᵀ V_J||_F`` ≤ ``min(|I|, |J|)``
-(Cauchy–Schwarz; both factors have orthonormal rows or columns), so ``|R| <= 1``, with 1 exactly
-when π(B) = A up to rotations inside equal-σ subspaces — a swap of near-equal singular values
-costs nothing, unlike the per-index score. The normalisation by ``min(|I|, |J|)`` is ours (the
-paper's text available to us gives the sum and "the number of singular values above γ"); it
-makes R = 1 the exact-alignment value whatever the two spectra.
+signed, summed over *all pairs* (i, j) and without σ weights (the permutation is inside
+``u^{π(B)} = P u^B``, ``v^{π(B)} = Q v^B``). Per layer, ``R_ℓ = Σ_{I_ℓ×J_ℓ} / n_ℓ``.
+``normalise="min"`` (the earlier default) divides by ``min(|I_ℓ|, |J_ℓ|)`` instead. The numerator
+is ``<U_Iᴬᵀ U_J, V_Iᴬᵀ V_J>_F`` ≤ ``||U_Iᴬᵀ U_J||_F ||V_Iᴬᵀ V_J||_F`` ≤ ``min(|I|, |J|)``
+(Cauchy–Schwarz; both factors have orthonormal rows or columns), so ``|R| <= 1`` under either
+normalisation, with 1 when π(B) = A up to rotations inside equal-σ subspaces — a swap of
+near-equal singular values costs nothing, unlike the per-index score. The two differ only where
+the spectra give ``|J_ℓ| < |I_ℓ|``.
 """
 
 from __future__ import annotations
@@ -139,14 +141,26 @@ def _above(s: torch.Tensor, gamma: float, dim: int) -> int:
     return int((s >= floor * s[0]).sum())
 
 
-def alignment_sum(svd_a, svd_b, gamma: float) -> tuple[float, int]:
-    """``(Σ_{i∈I, j∈J} (u_i^A·u_j^B)(v_i^A·v_j^B), min(|I|, |J|))`` for one layer and γ, from the
+#: how R(γ) is normalised (module docstring): Ito et al.'s count of A's singular values, or the
+#: smaller of the two counts
+R_NORMALISATIONS = ("paper", "min")
+
+
+def alignment_sum(svd_a, svd_b, gamma: float) -> tuple[float, int, int]:
+    """``(Σ_{i∈I, j∈J} (u_i^A·u_j^B)(v_i^A·v_j^B), |I|, |J|)`` for one layer and γ, from the
     ``torch.linalg.svd(W, full_matrices=False)`` results of A and (aligned) B."""
     (ua, sa, vha), (ub, sb, vhb) = svd_a, svd_b
     i, j = (_above(s, gamma, max(u.shape[0], vh.shape[1])) for s, u, vh in ((sa, ua, vha), (sb, ub, vhb)))
     gu = ua[:, :i].T @ ub[:, :j]  # [|I|, |J|]  u_i^A · u_j^B
     gv = vha[:i] @ vhb[:j].T  # [|I|, |J|]  v_i^A · v_j^B
-    return float((gu * gv).sum()), min(i, j)
+    return float((gu * gv).sum()), i, j
+
+
+def r_normaliser(n_a: int, n_b: int, normalise: str = "paper") -> int:
+    """``n_ℓ`` of R(γ): ``|I_ℓ|`` (``"paper"``) or ``min(|I_ℓ|, |J_ℓ|)`` (``"min"``)."""
+    if normalise not in R_NORMALISATIONS:
+        raise ValueError(f"R(γ) normalise must be one of {list(R_NORMALISATIONS)}, got {normalise!r}")
+    return n_a if normalise == "paper" else min(n_a, n_b)
 
 
 def r_gamma(
@@ -154,22 +168,28 @@ def r_gamma(
     sd_b: Mapping[str, torch.Tensor],
     spec: PermutationSpec,
     gammas: Sequence[float],
+    *,
+    normalise: str = "paper",
 ) -> pd.DataFrame:
     """Ito et al.'s alignment R(γ) (module docstring) of A and an *already aligned* B (pass π(B);
     pass B itself for "before matching"). Long table: one row per (layer, γ) with ``r``, ``n``
-    (= min(|I|, |J|)) and the raw ``sum``, plus rows ``layer == "ALL"`` with the network total."""
+    (= n_ℓ), ``n_a`` = |I|, ``n_b`` = |J| and the raw ``sum``, plus rows ``layer == "ALL"`` with the
+    network value ``Σ_ℓ sum_ℓ / Σ_ℓ n_ℓ``."""
     if any(not 0.0 <= g <= 1.0 for g in gammas):
         raise ValueError(f"gammas must lie in [0, 1], got {list(gammas)}")
+    r_normaliser(1, 1, normalise)  # checks the name
     mats_a, mats_b = layer_matrices(sd_a, spec), layer_matrices(sd_b, spec)
     rows = []
     for key, wa in mats_a.items():
         svd_a = torch.linalg.svd(wa, full_matrices=False)
         svd_b = torch.linalg.svd(mats_b[key], full_matrices=False)
         for g in gammas:
-            total, n = alignment_sum(svd_a, svd_b, float(g))
-            rows.append({"layer": key, "gamma": float(g), "sum": total, "n": n, "r": total / n if n else float("nan")})
-    df = pd.DataFrame(rows, columns=["layer", "gamma", "sum", "n", "r"])
-    tot = df.groupby("gamma", as_index=False)[["sum", "n"]].sum()
+            total, n_a, n_b = alignment_sum(svd_a, svd_b, float(g))
+            n = r_normaliser(n_a, n_b, normalise)
+            rows.append({"layer": key, "gamma": float(g), "sum": total, "n": n, "n_a": n_a, "n_b": n_b,
+                         "r": total / n if n else float("nan")})
+    df = pd.DataFrame(rows, columns=["layer", "gamma", "sum", "n", "n_a", "n_b", "r"])
+    tot = df.groupby("gamma", as_index=False)[["sum", "n", "n_a", "n_b"]].sum()
     tot["r"] = tot["sum"] / tot["n"].where(tot["n"] > 0)
     tot["layer"] = "ALL"
     return pd.concat([df, tot[df.columns]], ignore_index=True)

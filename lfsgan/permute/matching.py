@@ -41,6 +41,8 @@ from lfsgan.permute.spec import PermutationSpec, check_perms, identity_perms
 #: default relative tolerance: an LAP step counts as an improvement only if it raises J by more
 #: than ``rtol * ||A|| * ||B||`` (float64 rounding of the objective is ~1e-13 of that scale)
 RTOL = 1e-10
+#: :func:`match_many`'s stopping rules
+STOPS = ("fixed_point", "distance_rtol_loose")
 
 
 @dataclass
@@ -325,11 +327,15 @@ class MatchManyResult:
     #: then one entry per round
     distance_history: list[float]
     rounds: int
+    #: True only at a fixed point: the last round changed no model's assignment (so one more round
+    #: would return the same permutations); False when a round cap or the looser distance stop ended it
     converged: bool
     anchor: int | None
     #: seconds: "init" (the anchored start), "rounds"; and the work of the rounds' coordinate
     #: ascents: "cost", "lap", "objective" seconds and "lap_steps" (LAPs solved; skipped ones excluded)
     timings: dict[str, float] = field(default_factory=dict)
+    #: per round: units, over every model and permutation, whose assignment the round changed
+    changes: list[int] = field(default_factory=list)
 
 
 def effective_sq_distance(
@@ -364,9 +370,10 @@ def match_many(
     anchor: int | None = None,
     *,
     init: str = "anchor",
-    max_rounds: int = 20,
+    stop: str = "fixed_point",
+    max_rounds: int = 50,
     max_iter: int = 100,
-    round_max_iter: int | None = 1,
+    round_max_iter: int | None = None,
     seed: int = 0,
     rtol: float = RTOL,
     round_rtol: float = 1e-3,
@@ -379,13 +386,25 @@ def match_many(
     random order and match model i (warm-started from its current permutation) to the mean of
     the others, already permuted. Each such step lowers ``Σ_{j≠i} ||π_i θ_i - π_j θ_j||²`` (it
     equals ``(N-1) ||π_i θ_i - mean_{-i}||²`` + const), so the summed pairwise distance is
-    non-increasing over rounds; stop when a round lowers it by no more than ``round_rtol``
-    relative (late rounds move it by ~1e-5 relative while costing as much as early ones).
-    ``round_max_iter`` caps the coordinate-ascent sweeps of each step inside the rounds (``None``:
-    ``max_iter``, each step run to its own convergence); the anchored start always runs to
-    convergence. The defaults (one sweep per step, stop below 1e-3) are the measured trade in the
-    README's benchmark table: about 3x the two-model time instead of 5x, the summed distance within
-    ~0.1 % of running every step and round to 1e-4.
+    non-increasing over rounds.
+
+    ``stop`` — when the rounds end:
+
+    * ``"fixed_point"`` (default; the references' rule): after a round in which no model's
+      assignment changed, i.e. no step improved its model's distance to the mean of the others
+      (Git Re-Basin's ``src/mnist_mlp_wm_many.py`` stops when no model's L2 drops by more than
+      1e-12; a step here changes an assignment only when it raises the matching objective by more
+      than ``rtol`` of its scale). The permutations are then a fixed point of one more round and
+      ``converged`` is True;
+    * ``"distance_rtol_loose"``: also after a round that lowers the summed distance by no more
+      than ``round_rtol`` relative (1e-3 by default: faster, not a fixed point). ``converged``
+      still says whether the last round changed nothing.
+
+    Reaching ``max_rounds`` first leaves ``converged`` False. ``round_max_iter`` caps the
+    coordinate-ascent sweeps of each step inside the rounds (``None``: ``max_iter``, each step run
+    to its own convergence, as the references do); a round that changes nothing is a fixed point
+    either way, since a step's sweep that changes nothing is that step's convergence. The
+    anchored start always runs to convergence.
     ``init="identity"`` starts the rounds from the identity, as Git Re-Basin does;
     ``init="anchor"`` (default) first matches every model to model 0 (N - 1 plain WM runs), so the
     rounds start warm and converge in fewer of them; ``distance_history[1]`` is then the distance
@@ -398,34 +417,42 @@ def match_many(
     if n < 2:
         raise ValueError(f"match_many needs at least 2 models, got {n}")
     if init not in ("anchor", "identity"):
-        raise ValueError(f"init must be 'anchor' or 'identity', got {init!r}")
+        raise ValueError(f"match_many: init must be 'anchor' or 'identity', got {init!r}")
+    if stop not in STOPS:
+        raise ValueError(f"match_many: stop must be one of {list(STOPS)}, got {stop!r}")
+    if max_rounds < 1:
+        raise ValueError(f"match_many: max_rounds must be >= 1, got {max_rounds}")
     sizes = spec.perm_sizes(states[0])
     perms = [identity_perms(sizes) for _ in range(n)]
     history = [float(np.triu(pairwise_sq_distances(states, spec)).sum())]
     kwargs = dict(max_iter=max_iter, rtol=rtol, device=device, progress=progress)
 
-    def anchored(k: int) -> list[dict[str, torch.Tensor]]:
-        return [identity_perms(sizes) if i == k else match(states[k], states[i], spec, seed=seed + i, **kwargs).perms for i in range(n)]
+    def anchored(k: int) -> tuple[list[dict[str, torch.Tensor]], bool]:
+        """Every model matched to model k: the permutations, and whether every match converged."""
+        runs = {i: match(states[k], states[i], spec, seed=seed + i, **kwargs) for i in range(n) if i != k}
+        return [runs[i].perms if i in runs else identity_perms(sizes) for i in range(n)], all(r.converged for r in runs.values())
 
     if anchor is not None:
         if not -n <= anchor < n:
             raise IndexError(f"anchor {anchor} out of range for {n} models")
         anchor %= n
-        perms = anchored(anchor)
+        perms, converged = anchored(anchor)
         history.append(float(np.triu(pairwise_sq_distances(states, spec, perms)).sum()))
-        return MatchManyResult(perms, history, 1, True, anchor)
+        return MatchManyResult(perms, history, 1, converged, anchor)
 
     t0 = time.perf_counter()
     if init == "anchor":
-        perms = anchored(0)
+        perms, _ = anchored(0)
         history.append(float(np.triu(pairwise_sq_distances(states, spec, perms)).sum()))
     timings = {"init": time.perf_counter() - t0, "rounds": 0.0, "cost": 0.0, "lap": 0.0, "objective": 0.0, "lap_steps": 0}
     t0 = time.perf_counter()
-    rounds, converged = _merge_many_rounds(states, spec, perms, history, timings, max_rounds=max_rounds,
+    changes: list[int] = []
+    rounds, converged = _merge_many_rounds(states, spec, perms, history, changes, timings, max_rounds=max_rounds,
                                            max_iter=max_iter if round_max_iter is None else round_max_iter,
-                                           seed=seed, rtol=rtol, round_rtol=round_rtol, device=device, progress=progress)
+                                           seed=seed, rtol=rtol, round_rtol=round_rtol if stop == "distance_rtol_loose" else None,
+                                           device=device, progress=progress)
     timings["rounds"] = time.perf_counter() - t0
-    return MatchManyResult(perms, history, rounds, converged, None, timings)
+    return MatchManyResult(perms, history, rounds, converged, None, timings, changes)
 
 
 def _merge_many_rounds(
@@ -433,17 +460,21 @@ def _merge_many_rounds(
     spec: PermutationSpec,
     perms: list[dict[str, torch.Tensor]],
     history: list[float],
+    changes: list[int],
     timings: dict[str, float],
     *,
     max_rounds: int,
     max_iter: int,
     seed: int,
     rtol: float,
-    round_rtol: float,
+    round_rtol: float | None,
     device,
     progress: bool | None,
 ) -> tuple[int, bool]:
-    """MergeMany's rounds (Git Re-Basin App. A.10), updating ``perms`` and ``history`` in place.
+    """MergeMany's rounds (Git Re-Basin App. A.10), updating ``perms``, ``history`` and ``changes``
+    in place; ``(rounds run, fixed point reached)``. They stop at a round that changes no
+    assignment, or (``round_rtol`` given) one that lowers the summed distance by at most that
+    fraction, or after ``max_rounds``.
 
     Each step is :func:`match` of model i, warm-started from ``perms[i]``, onto the mean of the
     others ``θ̄_{-i} = 1/(N-1) Σ_{j≠i} π_j(θ_j)``; what is kept between steps makes it cheaper,
@@ -486,6 +517,7 @@ def _merge_many_rounds(
 
     rng = np.random.default_rng(seed)
     for r in range(max_rounds):
+        changed = 0
         for i in rng.permutation(n):
             i = int(i)
             others = [j for j in range(n) if j != i]
@@ -500,10 +532,14 @@ def _merge_many_rounds(
                 timings[key] += res.timings[key]
             timings["lap_steps"] += len(res.objective_history) - 1
             moved = [p for p in layout.active if versions[i][p] != before[p]]
+            changed += sum(int((res.perms[p] != perms[i][p]).sum()) for p in moved)
             perms[i] = res.perms
             for key in set().union(*(keys_of[p] for p in moved)) if moved else ():
                 aligned[i][key] = aligned_key(i, key)
         history.append(distance())
-        if history[-2] - history[-1] <= round_rtol * max(history[-2], np.finfo(float).tiny):
+        changes.append(changed)
+        if changed == 0:
             return r + 1, True
+        if round_rtol is not None and history[-2] - history[-1] <= round_rtol * max(history[-2], np.finfo(float).tiny):
+            return r + 1, False
     return max_rounds, False

@@ -20,6 +20,13 @@ def method_for(cfg: dict, name: str) -> Method:
     return make_method(entry["kind"], entry.get("options", {}))
 
 
+def task_source(cfg: dict, method_name: str, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(g, d)``: the source generator the method's tasks start from (its :attr:`Method.base`,
+    checked to fit the config's model) and the source discriminator."""
+    g, d, _ = load_source(source, model_config(cfg), generator=method_for(cfg, method_name).base)
+    return g, d
+
+
 def load_task_states(paths: list[str], kind: str) -> list[dict[str, Any]]:
     """The stored states of a method's tasks 0..t-1, in order; each file must be a ``task.pt`` of a method of
     ``kind`` at its position (else ValueError naming the file): another method's state would be misread."""

@@ -20,18 +20,28 @@ def model_config(cfg: dict) -> dict[str, Any]:
     return {"size": cfg["data"]["resolution"], **cfg["model"]}
 
 
+#: which source generator a method's tasks start from: the EMA average or the raw training weights
+SOURCE_GENERATORS = ("g_ema", "g")
+
+
 def load_source(
-    path: str | Path, model_cfg: dict[str, Any] | None = None
+    path: str | Path, model_cfg: dict[str, Any] | None = None, generator: str = "g_ema"
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """``(g, d, meta)`` of a source ``final.pt``; ``g`` is the EMA generator when the run kept one
-    (the base every method adapts, at training and at sampling time alike).
+    """``(g, d, meta)`` of a source ``final.pt``. ``g`` is the ``generator`` entry: ``"g_ema"`` (the
+    EMA generator, or ``g`` when the run kept none; what every method adapts by default and what
+    samples are drawn from) or ``"g"`` (the raw training weights, which the released LFS-GAN
+    train.py loads: ``options.base: g``).
 
     With ``model_cfg`` (:func:`model_config`), ``g`` and ``d`` must have exactly the keys and shapes of
     that model, else a ``ValueError`` names the file and what differs. Non-finite weights are refused
     by :func:`lfsgan.io.load_checkpoint`.
     """
+    if generator not in SOURCE_GENERATORS:
+        raise ValueError(f"source generator must be one of {list(SOURCE_GENERATORS)}, got {generator!r}")
     tensors, meta = load_checkpoint(path)
-    g = tensors.get("g_ema", tensors.get("g"))
+    g = tensors.get("g_ema", tensors.get("g")) if generator == "g_ema" else tensors.get("g")
+    if g is None and generator == "g" and "g_ema" in tensors:
+        raise ValueError(f"{path}: has no raw generator 'g' (only 'g_ema'); set the method's options.base to g_ema")
     if g is None or "d" not in tensors:
         raise ValueError(f"{path}: not a source checkpoint (needs 'g' or 'g_ema', and 'd'); run `lfsgan pretrain` or `lfsgan import-source`")
     if model_cfg is not None:

@@ -30,7 +30,8 @@ def run(cfg: dict, sources: list[str], out: str, no_resume: bool = False) -> Non
         ckpt.unlink()
     t0 = time.perf_counter()
     res = ste_search(states, spec, generator_loss(G, discriminators), latent_dim=G.style_dim, anchor=0,
-                     steps=sc["steps"], batch=sc["batch"], lr=sc["lr"], init=sc["init"], seed=pc["seed"],
+                     steps=sc["steps"], batch=sc["batch"], init=sc["init"], optimizer=sc["optimizer"], lr=sc["lr"],
+                     momentum=sc["momentum"], lr_scale=sc["lr_scale"], select=sc["select"], seed=pc["seed"],
                      eval_latents=sc["eval_latents"], eval_every=sc["eval_every"], wm_max_iter=pc["max_iter"],
                      checkpoint=ckpt, checkpoint_every=sc["checkpoint_every"], device=device)
     seconds = time.perf_counter() - t0
@@ -39,11 +40,12 @@ def run(cfg: dict, sources: list[str], out: str, no_resume: bool = False) -> Non
     write_json(out / "ste.json", {
         "sources": [str(s) for s in sources], "anchor": str(sources[0]), **sc, "seed": pc["seed"],
         "loss": "mean over the endpoints' discriminators of softplus(-D(G_merged(z))), constant noise",
-        "start_loss": res.start_loss, "best_loss": res.best_loss, "best_step": res.best_step,
-        "eval_history": res.eval_history, "train_history": res.train_history, "steps_run": res.steps,
+        "start_loss": res.start_loss, "selected_loss": res.selected_loss, "selected_step": res.selected_step,
+        "criterion_loss": res.criterion_loss, "eval_history": res.eval_history, "train_history": res.train_history,
+        "changes": res.changes, "steps_run": res.steps,
         "seconds_this_run": seconds, "seconds": res.timings, "seconds_per_100_steps":
             100 * sum(res.timings.values()) / max(res.steps, 1), "device": str(device), "versions": versions(),
     })
     ckpt.unlink(missing_ok=True)  # the search is complete; its outputs are ste.pt and ste.json
-    log.info("STE over %d sources: loss %.4g (identity start) -> %.4g (best, step %d) in %.1f s",
-             len(sources), res.start_loss, res.best_loss, res.best_step, seconds)
+    log.info("STE over %d sources: loss %.4g (step 0) -> %.4g (%s, step %d) in %.1f s",
+             len(sources), res.start_loss, res.selected_loss, res.select, res.selected_step, seconds)

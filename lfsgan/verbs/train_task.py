@@ -18,8 +18,8 @@ from lfsgan.metrics import count_tensors
 from lfsgan.methods.base import TaskContext
 from lfsgan.train import TrainConfig, build_models, train
 from lfsgan.verbs._common import setup_torch, versions
-from lfsgan.verbs._methods import load_task_states, method_for
-from lfsgan.verbs._models import load_source, model_config
+from lfsgan.verbs._methods import load_task_states, method_for, task_source
+from lfsgan.verbs._models import model_config
 
 log = logging.getLogger("lfsgan")
 
@@ -54,7 +54,7 @@ def run(
         {**method_train_config(cfg, method), "seed": seed, "device": str(device.type)},
         source=f"config keys 'task_train' + 'methods.{method}.train'",
     )
-    g_src, d_src, _ = load_source(source, model_config(cfg))
+    g_src, d_src = task_source(cfg, method, source)
     dataset = load_prepared(data)
     shot_indices, shots, shot_rule = run_shots(dataset, cfg["data"], replicate)  # shots: uint8 [n_shots, 3, R, R]
     shots_record = {"shots": shot_indices, "shots_sha256": images_sha256(shots), "shot_rule": shot_rule}
