@@ -17,7 +17,8 @@ from lfsgan.config import (
 )
 
 # Validate once, fill the schema's defaults in place (a bad key fails here, before any job).
-_resolved = validate_config(config, source="workflow config (config/config.yaml + --configfile/--config)")
+_CONFIG_FILES = " + ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+_resolved = validate_config(config, source=f"workflow config ({_CONFIG_FILES}, with --config if given)")
 config.clear()
 config.update(_resolved)
 
