@@ -7,12 +7,29 @@
 #
 # Glue only: the config, its validation, the includes and the final target. Every rule runs one
 # `lfsgan` verb; the logic lives in the package.
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The config: config/config.yaml (the offline demo) when the command line names no --configfile;
+# otherwise exactly the files it names, merged in their order. A --configfile therefore replaces the
+# demo config rather than being merged into it, so no demo key (its shipped checkpoints, its domains)
+# leaks into another setup; an overlay such as config/study.yaml is named after its base:
+#   --configfile config/config.yaml config/study.yaml
+# (`--config key=value` still updates whichever config was loaded.)
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+elif _missing := [k for k in yaml.safe_load(open("workflow/schemas/config.schema.yaml"))["required"] if k not in config]:
+    raise WorkflowError(
+        f"--configfile {' '.join(map(str, workflow.overwrite_configfiles))} lacks {', '.join(_missing)}: "
+        "the files named by --configfile replace config/config.yaml; to apply an overlay to the demo config, "
+        "name the demo config first: --configfile config/config.yaml OVERLAY.yaml"
+    )
 
 
 include: "workflow/rules/common.smk"

@@ -29,13 +29,13 @@ def verb(name: str, module: str, help: str):
     return register
 
 
-@verb("prepare", "prepare", "prepare one data domain: images -> uint8 tensors + manifest")
+@verb("prepare", "prepare", "prepare one data domain: images -> tensors + manifest")
 def _(p):
     p.add_argument("--domain", required=True, help="a key of data.domains")
     p.add_argument("--out", required=True, help="output folder (images.pt, manifest.json)")
 
 
-@verb("pretrain", "pretrain", "pretrain the source GAN on the source domain with one seed")
+@verb("pretrain", "pretrain", "pretrain the source GAN with one seed")
 def _(p):
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--data", required=True, help="prepared source domain folder")
@@ -43,20 +43,20 @@ def _(p):
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run's checkpoint.pt")
 
 
-@verb("import-source", "import_source", "import a rosinality-format StyleGAN2 checkpoint as the source")
+@verb("import-source", "import_source", "import a rosinality StyleGAN2 checkpoint as the source")
 def _(p):
     p.add_argument("--checkpoint", required=True, help="rosinality .pt ({'g','d','g_ema',...})")
     p.add_argument("--out", required=True, help="run folder (final.pt, samples.png)")
 
 
-@verb("install-source", "install_source", "install a shipped pretrained source (source.checkpoints) for one seed")
+@verb("install-source", "install_source", "install a shipped source generator for one seed")
 def _(p):
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--checkpoint", required=True, help="the shipped final.pt listed for --seed in source.checkpoints")
     p.add_argument("--out", required=True, help="run folder (final.pt, samples.png)")
 
 
-@verb("train-extractor", "train_extractor", "train the offline demo feature extractor (non-standard FID)")
+@verb("train-extractor", "train_extractor", "train the offline demo CNN (non-standard FID features)")
 def _(p):
     p.add_argument("--data", required=True, nargs="+", help="prepared domain folders (one class each)")
     p.add_argument("--out", required=True, help="extractor weights file")
@@ -68,7 +68,7 @@ def _(p):
     p.add_argument("--out", required=True, help="output folder (fisher.pt, layers.csv, layers.png)")
 
 
-@verb("train-task", "train_task", "learn one task with one method (after the method's earlier tasks)")
+@verb("train-task", "train_task", "learn one task with one method")
 def _(p):
     p.add_argument("--method", required=True, help="a key of methods")
     p.add_argument("--task", required=True, help="a key of data.domains listed in tasks")
@@ -80,7 +80,7 @@ def _(p):
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run's checkpoint.pt")
 
 
-@verb("sample", "sample", "generate images of task S with a method's generator after task T (no --method: the source's)")
+@verb("sample", "sample", "sample task S from a method's generator after task T, or the source (no --method)")
 def _(p):
     p.add_argument("--method", default=None, help="method run; leave out (with --after/--task/--states) to sample the source")
     p.add_argument("--after", default=None, help="the last task learnt")
@@ -90,7 +90,7 @@ def _(p):
     p.add_argument("--out", required=True, help="output folder (samples.pt, samples.json, grid.png)")
 
 
-@verb("evaluate", "evaluate", "FID/KID, intra-cluster LPIPS and B-LPIPS of one sample set")
+@verb("evaluate", "evaluate", "FID/KID, intra-cluster LPIPS, B-LPIPS of one sample set")
 def _(p):
     p.add_argument("--samples", required=True, help="sample folder (samples.pt)")
     p.add_argument("--data", required=True, help="prepared task domain folder (reference set and shots)")
@@ -99,7 +99,7 @@ def _(p):
     p.add_argument("--out", required=True, help="metrics JSON")
 
 
-@verb("quality", "quality", "quality read-out of a source generator's samples (demo CNN digit and domain heads)")
+@verb("quality", "quality", "quality read-out of a source generator's samples (demo CNN)")
 def _(p):
     p.add_argument("--samples", required=True, help="sample folder of the source (`lfsgan sample` without --method)")
     p.add_argument("--data", required=True, help="prepared source domain folder")
@@ -114,7 +114,7 @@ def _(p):
     p.add_argument("--out", required=True, help="output folder (permuted.pt, match.json, svd.csv, plots)")
 
 
-@verb("lmc", "lmc", "linear-mode-connectivity curves (naive vs matched vs mixture)")
+@verb("lmc", "lmc", "linear-mode-connectivity curves, naive vs matched")
 def _(p):
     p.add_argument("--a", required=True, help="final.pt of model A")
     p.add_argument("--b", required=True, help="final.pt of model B")
@@ -125,7 +125,7 @@ def _(p):
     p.add_argument("--out", required=True, help="output folder (lmc.csv, lmc.json, lmc.png)")
 
 
-@verb("merge", "merge", "merge N sources (naive, MergeMany weight matching, STE) and score the merged generators")
+@verb("merge", "merge", "merge N sources (naive, MergeMany, STE) and score them")
 def _(p):
     p.add_argument("--sources", nargs="+", required=True, help="final.pt of every source; the first is the anchor")
     p.add_argument("--ste", default=None, help="ste.pt of the same sources (from `lfsgan ste`)")
@@ -135,14 +135,14 @@ def _(p):
     p.add_argument("--out", required=True, help="output folder (merged.pt, merge.json, r_gamma.csv, r_gamma.png)")
 
 
-@verb("ste", "ste", "straight-through-estimator permutation search of N sources onto the first")
+@verb("ste", "ste", "straight-through-estimator permutation search")
 def _(p):
     p.add_argument("--sources", nargs="+", required=True, help="final.pt of every source; the first is the anchor")
     p.add_argument("--out", required=True, help="output folder (ste.pt, ste.json)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
 
 
-@verb("report", "report", "tables, plots, forgetting matrices and sample grids")
+@verb("report", "report", "the report: claims, tables, plots, sample grids")
 def _(p):
     p.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files from `lfsgan evaluate`")
     p.add_argument("--tasks", nargs="+", required=True, help="task.pt files (parameter overhead)")
@@ -159,19 +159,71 @@ def _(p):
     p.add_argument("--out", required=True, help="report folder")
 
 
-@verb("weights", "weights", "list the weights files the config needs (Inception, VGG16, source); --fetch downloads them")
+@verb("weights", "weights", "list (or --fetch) the weights files a config needs")
 def _(p):
     p.add_argument("--fetch", action="store_true", help="download the missing public files into the torch hub cache and verify them")
+
+
+# verb -> (what it reads, what it writes), for `lfsgan VERB --help`. Every verb also reads --config.
+_IO: dict[str, tuple[str, str]] = {
+    "prepare": ("the domain's images: a folder or .zip (data.domains.<domain>.path, and .shots if given), "
+                "or a built-in demo domain",
+                "--out/images.pt (uint8 images and the training shots) and --out/manifest.json (every file's sha256, "
+                "how the shots were chosen)"),
+    "pretrain": ("the prepared source domain (--data); --out/checkpoint.pt of an interrupted run, to resume",
+                 "--out/final.pt (G, D, G_ema), --out/samples.png, --out/losses.csv"),
+    "import-source": ("a rosinality-format .pt (--checkpoint), loaded as tensors only",
+                      "--out/final.pt, --out/samples.png"),
+    "install-source": ("a shipped lfsgan final.pt (--checkpoint), after its sha256 matches source.checkpoints",
+                       "--out/final.pt, --out/samples.png"),
+    "train-extractor": ("prepared domain folders (--data), one class each", "the extractor weights file (--out)"),
+    "fisher": ("the source's final.pt (--source)", "--out/fisher.pt, --out/layers.csv, --out/layers.png"),
+    "train-task": ("the source's final.pt, the prepared task (--data), the method's earlier task.pt files (--previous), "
+                   "fisher.pt for EWC; --out/checkpoint.pt of an interrupted run, to resume",
+                   "--out/task.pt (the task's stored state), --out/params.json, --out/samples.png"),
+    "sample": ("the source's final.pt and the method's task.pt files up to task T (--states); only the source without --method",
+               "--out/samples.pt, --out/samples.json, --out/grid.png"),
+    "evaluate": ("samples.pt (--samples), the prepared task (--data), the demo extractor if used; "
+                 "Inception/VGG weights from the torch hub cache or the config",
+                 "the metrics JSON (--out) with its protocol; real-set features cached in --cache"),
+    "quality": ("the source's samples (--samples, from `lfsgan sample` without --method), the prepared source domain, "
+                "the demo extractor", "the quality JSON (--out)"),
+    "match": ("two sources' final.pt (--a, --b)", "--out/permuted.pt, --out/match.json, --out/svd.csv and plots"),
+    "lmc": ("two sources' final.pt, B's permuted.pt, the prepared source domain",
+            "--out/lmc.csv, --out/lmc.json, --out/lmc.png; real-set features cached in --cache"),
+    "merge": ("every source's final.pt (--sources), the STE search's ste.pt if given, the prepared source domain",
+              "--out/merged.pt, --out/merge.json, --out/r_gamma.csv, --out/r_gamma.png"),
+    "ste": ("every source's final.pt (--sources); --out's checkpoint of an interrupted search, to resume",
+            "--out/ste.pt, --out/ste.json"),
+    "report": ("metrics JSONs, task.pt files, sample grids, LMC/match/merge JSONs, the Fisher CSV, quality JSONs, "
+               "the source's and each method's samples.pt (--same-latents)",
+               "--out/: claims.csv, summary.md and CSVs, forgetting matrices, plots, samples.png, quality.csv, "
+               "same_latents_<task>.png"),
+    "weights": ("the config (which Inception, VGG16 and source files it needs) and the torch hub cache",
+                "nothing without --fetch; with it, the downloaded files into the torch hub cache"),
+}
+
+
+class _Wide(argparse.HelpFormatter):
+    """Room for the longest verb name, so that each verb and its help share one line."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=24)
+        self._action_max_length = max(map(len, _VERBS)) + 4  # verbs are listed 4 columns in
 
 
 def build_parser() -> argparse.ArgumentParser:
     from lfsgan import __version__
 
-    parser = argparse.ArgumentParser(prog="lfsgan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lfsgan", formatter_class=_Wide,
+        description="Lifelong few-shot image generation, one verb per workflow rule. "
+                    "`lfsgan VERB --help` says what a verb reads and writes.")
     parser.add_argument("--version", action="version", version=f"lfsgan {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name, (_module, help, add_args) in _VERBS.items():
-        p = sub.add_parser(name, help=help, description=help)
+        reads, writes = _IO[name]
+        p = sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}. Reads {reads}. Writes {writes}.")
         p.add_argument("--config", required=True, help="workflow config YAML (validated against the schema)")
         add_args(p)
     return parser

@@ -15,7 +15,7 @@ trap 'rm -f "$overrides"' EXIT
 printf 'threads: %s\nsource:\n  seeds: [%s]\n' "${THREADS:-1}" "$(echo $seeds | tr ' ' ',')" > "$overrides"
 # targets before --configfile, which takes every following word as a file
 snakemake "${targets[@]}" --workflow-profile workflow/profiles/default --cores "${CORES:-2}" \
-    --configfile config/source-demo.yaml "$overrides" "$@"
+    --configfile config/config.yaml config/source-demo.yaml "$overrides" "$@"
 mkdir -p data/sources
 echo "source.checkpoints for config/config.yaml:"
 for s in $seeds; do

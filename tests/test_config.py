@@ -159,7 +159,7 @@ def test_snakemake_rejects_a_misspelt_method_option(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("methods:\n  ewc: {kind: ewc, options: {lamda: 1.0}}\n")
     r = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(extra)],
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "config/config.yaml", str(extra)],
         capture_output=True, text=True, cwd=ROOT,
     )
     out = r.stdout + r.stderr

@@ -23,7 +23,8 @@ for _configfile in workflow.configfiles:
     read_yaml(_configfile)
 
 # Validate once, fill the schema's defaults in place (a bad key fails here, before any job).
-_resolved = validate_config(config, source="workflow config (config/config.yaml + --configfile/--config)")
+_CONFIG_FILES = " + ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+_resolved = validate_config(config, source=f"workflow config ({_CONFIG_FILES}, with --config if given)")
 config.clear()
 config.update(_resolved)
 
