@@ -54,6 +54,8 @@ ALLOWED = {
     "lfsgan weights --config config/paper.yaml --fetch": "the internet (downloads Inception and VGG16 weights)",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/study.yaml":
         "about 70 minutes on 2 cores; planned with -n by test_every_config_plans_with_its_documented_command",
+    "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/sweep.yaml":
+        "about an hour on 2 cores (66 jobs, 14 task trainings); planned with -n by test_every_config_plans_with_its_documented_command",
 }
 
 # Pages whose commands run in a copy of the working tree (cheap: help texts and dry runs) ...
