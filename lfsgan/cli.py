@@ -80,7 +80,7 @@ def _(p):
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run's checkpoint.pt")
 
 
-@verb("sample", "sample", "sample task S from a method's generator after task T, or the source (no --method)")
+@verb("sample", "sample", "sample task S after task T, or the source")
 def _(p):
     p.add_argument("--method", default=None, help="method run; leave out (with --after/--task/--states) to sample the source")
     p.add_argument("--after", default=None, help="the last task learnt")
@@ -99,7 +99,7 @@ def _(p):
     p.add_argument("--out", required=True, help="metrics JSON")
 
 
-@verb("quality", "quality", "quality read-out of a source generator's samples (demo CNN)")
+@verb("quality", "quality", "quality read-out of a source's samples (demo CNN)")
 def _(p):
     p.add_argument("--samples", required=True, help="sample folder of the source (`lfsgan sample` without --method)")
     p.add_argument("--data", required=True, help="prepared source domain folder")
