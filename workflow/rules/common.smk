@@ -14,6 +14,7 @@ from lfsgan.config import (
     method_train_config,
     permutation_pairs,
     read_yaml,
+    split_run,
     validate_config,
 )
 
@@ -93,6 +94,12 @@ def domain_images(wildcards):
 def method_code(wildcards):
     """The method's own modules: editing one reruns that method's tasks (lfsgan/codedeps.py)."""
     return method_sources(method_entry(config, wildcards.method)["kind"], root=Path.cwd())
+
+
+def replicate_shots_param(wildcards):
+    """Which shots a replicate run draws: data.shots_per_replicate changes replicates k >= 1 only."""
+    replicate = split_run(config, wildcards.method)[1]
+    return json.dumps(bool(config["data"]["shots_per_replicate"]) and replicate > 0)
 
 
 def task_index(task):

@@ -9,8 +9,8 @@ rule prepare_data:
         manifest="results/data/{domain}/manifest.json",
     params:
         spec=lambda wc: json.dumps(config["data"]["domains"][wc.domain], sort_keys=True),
-        settings=lambda wc: json.dumps(
-            {k: v for k, v in config["data"].items() if k != "domains"}, sort_keys=True
+        settings=lambda wc: json.dumps(  # what preparation reads: not the domains, nor which shots replicates draw
+            {k: v for k, v in config["data"].items() if k not in ("domains", "shots_per_replicate")}, sort_keys=True
         ),
         out=lambda wc, output: Path(output.images).parent,
     log:

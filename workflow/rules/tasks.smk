@@ -16,6 +16,7 @@ rule train_task:
         method=lambda wc: json.dumps(method_entry(config, wc.method), sort_keys=True),
         train=lambda wc: json.dumps(method_train_config(config, wc.method), sort_keys=True),
         model=section("model"),
+        shots=replicate_shots_param,
         data_dir=lambda wc, input: Path(input.data).parent,
         fisher=lambda wc, input: f"--fisher {input.fisher[0]}" if input.fisher else "",
         out=lambda wc, output: Path(output.state).parent,
