@@ -102,6 +102,11 @@ def replicate_shots_param(wildcards):
     return json.dumps(bool(config["data"]["shots_per_replicate"]) and replicate > 0)
 
 
+# What sampling reads (rules sample and sample_source): a change redraws every sample set.
+SAMPLING = json.dumps({k: config["evaluation"][k] for k in ("n_samples", "seed", "truncation", "batch_size", "grid")},
+                      sort_keys=True)
+
+
 def task_index(task):
     return TASKS.index(task)
 

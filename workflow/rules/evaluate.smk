@@ -32,10 +32,7 @@ rule sample:
         meta="results/samples/{method}/after_{after}/{task}/samples.json",
         grid="results/samples/{method}/after_{after}/{task}/grid.png",
     params:
-        sampling=lambda wc: json.dumps(
-            {k: config["evaluation"][k] for k in ("n_samples", "seed", "truncation", "batch_size", "grid")},
-            sort_keys=True,
-        ),
+        sampling=SAMPLING,
         out=lambda wc, output: Path(output.samples).parent,
     log:
         "logs/sample/{method}/after_{after}/{task}.log",
@@ -58,10 +55,7 @@ rule sample_source:
         meta="results/samples/source/seed{seed}/samples.json",
         grid="results/samples/source/seed{seed}/grid.png",
     params:
-        sampling=lambda wc: json.dumps(
-            {k: config["evaluation"][k] for k in ("n_samples", "seed", "truncation", "batch_size", "grid")},
-            sort_keys=True,
-        ),
+        sampling=SAMPLING,
         out=lambda wc, output: Path(output.samples).parent,
     log:
         "logs/sample_source/seed{seed}.log",
