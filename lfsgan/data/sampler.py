@@ -16,6 +16,12 @@ device):
 
 Like the LFS-GAN code (torchvision ``RandomHorizontalFlip`` on real images), each image is mirrored
 left-right with probability 1/2 when ``hflip`` is on. No other augmentation.
+
+Data-parallel training (``rank`` of ``world_size`` processes): ``batch`` stays the total batch; every
+process draws the indices and flips of the whole batch from the same seeded stream and returns its
+rows ``[rank b, (rank + 1) b)``, ``b = batch / world_size`` (the ranks share each epoch without
+overlap, as a distributed sampler does). The state is the same in every process, so one copy of it
+resumes them all, and the ranks together see exactly the batches of a one-process run.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 class InfiniteSampler:
-    """Iterator of float batches ``[batch, 3, R, R]`` in [-1, 1], forever.
+    """Iterator of float batches ``[batch / world_size, 3, R, R]`` in [-1, 1], forever.
 
     ``state_dict()``/``load_state_dict()`` hold the generator state and, for ``"epochs"``, the current
     epoch's order and position (tensors, so they fit a tensors-only checkpoint): a resumed run
@@ -50,6 +56,8 @@ class InfiniteSampler:
         hflip: bool = True,
         device: str | torch.device = "cpu",
         sampling: str = "epochs",
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
             raise ValueError(f"expected a non-empty uint8 tensor [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
@@ -57,10 +65,14 @@ class InfiniteSampler:
             raise ValueError(f"batch must be at least 1, got {batch}")
         if sampling not in SAMPLING:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
+        if not 0 <= rank < world_size or batch % world_size:
+            raise ValueError(f"rank {rank} of {world_size} processes cannot take an equal share of a batch of {batch}")
         self.images = images.to(device)  # [N, 3, H, W] uint8, moved once
         self.batch = int(batch)
         self.hflip = bool(hflip)
         self.sampling = sampling
+        share = self.batch // world_size
+        self.rows = slice(rank * share, (rank + 1) * share)  # this process's rows of each batch
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
         self.order = torch.empty(0, dtype=torch.long)  # current epoch's permutation of 0..N-1
         self.position = 0  # next unused entry of `order`
@@ -89,9 +101,9 @@ class InfiniteSampler:
             idx = self._epoch_indices()  # [B]
         else:
             idx = torch.randint(len(self.images), (self.batch,), generator=self.generator)  # [B]
-        x = self.images[idx.to(self.images.device)]  # [B, 3, H, W] uint8
+        x = self.images[idx[self.rows].to(self.images.device)]  # [b, 3, H, W] uint8, this process's rows
         if self.hflip:
-            flip = (torch.rand(self.batch, generator=self.generator) < 0.5).to(x.device)  # [B]
+            flip = (torch.rand(self.batch, generator=self.generator) < 0.5)[self.rows].to(x.device)  # [b]
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return to_float(x)
 

@@ -43,17 +43,23 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
+    #: data-parallel processes per node (one per GPU on CUDA) and nodes; ``batch`` is the total over
+    #: all ``devices * nodes`` of them (see :mod:`lfsgan.train.distributed`). 1 x 1: one process.
+    devices: int = 1
+    nodes: int = 1
+    collective_timeout: float = 600.0  # seconds a rank waits for the others before the job fails
 
     def __post_init__(self) -> None:
         positive_ints = ("iterations", "batch", "r1_every", "path_reg_every", "path_batch_shrink",
-                         "checkpoint_every", "sample_every", "n_sample_grid", "log_every", "mode_seeking_pool")
+                         "checkpoint_every", "sample_every", "n_sample_grid", "log_every", "mode_seeking_pool",
+                         "devices", "nodes")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.freeze_d, int) or isinstance(self.freeze_d, bool) or self.freeze_d < 0:
             raise ValueError(f"TrainConfig.freeze_d must be an integer >= 0, got {self.freeze_d!r}")
-        for name in ("lr_g", "lr_d"):
+        for name in ("lr_g", "lr_d", "collective_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("r1_gamma", "path_reg_weight", "ema_half_life_kimg", "mode_seeking_weight"):
@@ -65,6 +71,9 @@ class TrainConfig:
         self.mode_seeking_schedule = _check_schedule(self.mode_seeking_schedule)
         if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1] or null, got {self.ema_decay!r}")
+        if self.batch % self.world_size:
+            raise ValueError(f"TrainConfig.batch = {self.batch} is the total batch over devices x nodes = {self.world_size} "
+                             f"processes and must be a multiple of {self.world_size}")
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
 
@@ -79,6 +88,11 @@ class TrainConfig:
                 f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(sorted(allowed))}"
             )
         return cls(**d)
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel processes in all: ``devices * nodes``."""
+        return self.devices * self.nodes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

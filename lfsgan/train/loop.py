@@ -28,6 +28,13 @@ learning rate after a :class:`NonFiniteError`) is ignored with one log line sayi
 A non-finite loss or parameter, or a diverged adversarial loss (:data:`DIVERGED_LOSS`), stops the run
 with :class:`NonFiniteError`; the last checkpoint on disk is the last good state (checkpoints are
 written only after the step's losses and all parameters were checked).
+
+Data-parallel (``shard`` of ``cfg.devices * cfg.nodes`` processes, started by torchrun; see
+:mod:`lfsgan.train.distributed`): every rank runs this loop on its rows of each batch; only rank 0
+writes the files above, with the losses averaged over the ranks and a checkpoint that holds every
+rank's random streams. Every rank loads the checkpoint to resume, and the run continues
+bit-identically to an uninterrupted run of the same world size (part of the fingerprint, through
+``train.devices`` and ``train.nodes``).
 """
 
 from __future__ import annotations
@@ -49,6 +56,17 @@ from lfsgan.io import remove_stale_temps, save_checkpoint
 from lfsgan.methods.base import Method, TaskContext
 from lfsgan.train.checkpoint import StaleCheckpoint, load_training_checkpoint, save_final, save_training_checkpoint
 from lfsgan.train.config import TrainConfig
+from lfsgan.train.distributed import (
+    SINGLE,
+    Shard,
+    average_gradients_before_step,
+    broadcast_modules,
+    check_same_on_every_rank,
+    check_world,
+    gather_rng_states,
+    mean_over_ranks,
+    own_rng_states,
+)
 from lfsgan.train.logs import LossLog, save_grid
 from lfsgan.train.sampler import check_sampler, next_batch
 from lfsgan.train.state import global_rng_state, set_global_rng_state
@@ -58,7 +76,8 @@ log = logging.getLogger(__name__)
 
 #: config keys that may change between an interrupted run and its resumption (they do not alter
 #: the sequence of updates); any other difference makes the run start afresh.
-RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "sample_every", "n_sample_grid", "log_every", "device")
+RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "sample_every", "n_sample_grid", "log_every", "device",
+                     "collective_timeout")
 
 #: a mean adversarial loss (``d_loss`` or ``g_loss``, Eqs. of :mod:`lfsgan.train.step`) above this
 #: stops the run as diverged. The logistic losses are means of ``softplus(±logit)``, so a mean above
@@ -88,11 +107,13 @@ def _api_code() -> dict[str, Any]:
     return code_fingerprint(starts=[here, here.parents[1] / "methods" / "__init__.py"])
 
 
-def _check_real(real: torch.Tensor, cfg: TrainConfig, size: int) -> None:
+def _check_real(real: torch.Tensor, cfg: TrainConfig, size: int, shard: Shard) -> None:
     if not torch.is_floating_point(real) or real.ndim != 4 or tuple(real.shape[1:]) != (3, size, size):
         raise ValueError(f"the data sampler returned {real.dtype} {tuple(real.shape)}; expected float [B, 3, {size}, {size}] in [-1, 1]")
-    if real.shape[0] != cfg.batch:
-        raise ValueError(f"the data sampler returned batches of {real.shape[0]} images but cfg.batch is {cfg.batch}; build it with the same batch")
+    if real.shape[0] != shard.per_rank(cfg.batch):
+        per_rank = f" ({shard.per_rank(cfg.batch)} per process)" if shard.distributed else ""
+        raise ValueError(f"the data sampler returned batches of {real.shape[0]} images but cfg.batch is {cfg.batch}{per_rank}; "
+                         "build it with the same batch (and this process's rank and world size)")
 
 
 def _check_finite_params(trainer: Trainer, step: int) -> None:
@@ -140,6 +161,7 @@ def train(
     meta: dict[str, Any] | None = None,
     inputs: dict[str, Any] | None = None,
     code: dict[str, Any] | None = None,
+    shard: Shard = SINGLE,
 ) -> dict[str, Any]:
     """Train ``G`` and ``D`` in place; returns ``{"step", "completed", "out_dir", "last_record"}``.
 
@@ -159,11 +181,16 @@ def train(
       starts from); stored in ``final.pt`` and part of the :func:`fingerprint`.
     - ``code``: :func:`lfsgan.codedeps.code_fingerprint` of the code that computes the run (the verb's
       files); by default that of this module, the methods and what they import.
+    - ``shard``: this process's place in a data-parallel run (its process group joined, see
+      :func:`lfsgan.train.distributed.process_group`); ``sampler`` then returns this rank's rows.
+      Only rank 0 writes; every rank returns the same result.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_world(cfg.devices, cfg.nodes, shard)
+    if shard.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     check_sampler(sampler)
-    device = cfg.resolved_device()
+    device = shard.device(cfg.resolved_device())
     G.to(device).train()
     D.to(device).train()
     if method is not None:
@@ -175,10 +202,12 @@ def train(
         extra = method.extra_discriminator_modules()
         if extra is not None:
             extra.to(device)
-    torch.manual_seed(derived_seed(cfg.seed, "torch_global"))  # per-layer noise draws
-    trainer = Trainer(G, D, cfg, method)
+    torch.manual_seed(derived_seed(cfg.seed, shard.rng_key("torch_global")))  # per-layer noise draws, per rank
+    trainer = Trainer(G, D, cfg, method, shard)
+    for optimizer in trainer.optimizers().values():
+        average_gradients_before_step(optimizer, shard)
 
-    for folder in (out_dir, out_dir / "samples"):
+    for folder in (out_dir, out_dir / "samples") if shard.is_main else ():
         for tmp in remove_stale_temps(folder):
             log.info("removed %s, left by an interrupted write", tmp)
     run_meta = {
@@ -195,44 +224,51 @@ def train(
     start, restored_log, run_meta["resumed_at_steps"] = 0, None, []
     if resume and ckpt_path.is_file():
         try:
-            start, restored_log, earlier = _restore(trainer, sampler, cfg, ckpt_path, device, run_meta)
+            start, restored_log, earlier = _restore(trainer, sampler, cfg, ckpt_path, device, run_meta, shard)
             run_meta["resumed_at_steps"] = [*earlier, start]
             log.info("resumed from %s at step %d", ckpt_path, start)
         except StaleCheckpoint as e:
             log.info("starting afresh, not resuming: %s", e)
-    losses = LossLog(out_dir, restored=restored_log)
+    check_same_on_every_rank(start, "the step to start from", shard)
+    broadcast_modules(trainer.modules(), shard)
+    losses = LossLog(out_dir, restored=restored_log) if shard.is_main else None
     z_grid = torch.randn(cfg.n_sample_grid, G.style_dim, generator=torch.Generator().manual_seed(derived_seed(cfg.seed, "grid")))
 
     def checkpoint(done: int) -> None:
         _check_finite_params(trainer, done - 1)
+        per_rank_rng = gather_rng_states(global_rng_state(device), shard)  # a collective: every rank takes part
+        if not shard.is_main:
+            return
         save_training_checkpoint(
             ckpt_path,
             modules=trainer.modules(),
             optimizers=trainer.optimizers(),
             sampler=sampler,
-            rng={**{k: g.get_state() for k, g in trainer.generators().items()}, **global_rng_state(device)},
+            rng={**{k: g.get_state() for k, g in trainer.generators().items()}, **per_rank_rng},
             loop={"step": torch.tensor(done), "mean_path_length": trainer.mean_path_length.detach()},
             meta={**run_meta, "step": done, "log": losses.state()},
         )
 
     record: dict[str, Any] = {}
     bar = tqdm(total=cfg.iterations, initial=start, desc=f"train {out_dir.name}", mininterval=1.0,
-               disable=None if progress is None else not progress, dynamic_ncols=True)
+               disable=True if not shard.is_main else None if progress is None else not progress, dynamic_ncols=True)
     try:
         for step in range(start, cfg.iterations):
             real = next_batch(sampler).to(device)
-            _check_real(real, cfg, G.size)
+            _check_real(real, cfg, G.size, shard)
             with _stop_on_non_finite(ckpt_path):
                 record = trainer.step(step, real)
                 _check_diverged(record, step)
             done = step + 1
             if step % cfg.log_every == 0 or done == cfg.iterations:
-                losses.write(record)
-                bar.set_postfix({k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss") if k in record}, refresh=False)
+                logged = mean_over_ranks(record, shard)  # a collective: every rank takes part
+                if losses is not None:
+                    losses.write(logged)
+                bar.set_postfix({k: f"{logged[k]:.3g}" for k in ("d_loss", "g_loss") if k in logged}, refresh=False)
             bar.update(1)
             if callback is not None:
                 callback(step, record)
-            if done % cfg.sample_every == 0:
+            if done % cfg.sample_every == 0 and shard.is_main:
                 _sample_grid(trainer.sample_generator(), z_grid, out_dir / "samples" / f"step_{done:06d}.png")
             paused = stop_after is not None and done == stop_after and done < cfg.iterations
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations or paused:
@@ -243,12 +279,13 @@ def train(
     finally:
         bar.close()
 
-    _sample_grid(trainer.sample_generator(), z_grid, out_dir / "samples.png")
-    save_final(out_dir / "final.pt", G, D, trainer.g_ema, {**run_meta, "step": cfg.iterations})
-    if method is not None:
-        state = method.task_state(trainer.sample_generator(), D)
-        save_checkpoint(out_dir / "task.pt", state, {**run_meta, "step": cfg.iterations})
-    ckpt_path.unlink(missing_ok=True)  # completed: a later run of this job starts from scratch
+    if shard.is_main:
+        _sample_grid(trainer.sample_generator(), z_grid, out_dir / "samples.png")
+        save_final(out_dir / "final.pt", G, D, trainer.g_ema, {**run_meta, "step": cfg.iterations})
+        if method is not None:
+            state = method.task_state(trainer.sample_generator(), D)
+            save_checkpoint(out_dir / "task.pt", state, {**run_meta, "step": cfg.iterations})
+        ckpt_path.unlink(missing_ok=True)  # completed: a later run of this job starts from scratch
     return {"step": cfg.iterations, "completed": True, "out_dir": str(out_dir), "last_record": record}
 
 
@@ -269,7 +306,8 @@ def _changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 def _restore(
-    trainer: Trainer, sampler: Any, cfg: TrainConfig, path: Path, device: torch.device, run_meta: dict[str, Any]
+    trainer: Trainer, sampler: Any, cfg: TrainConfig, path: Path, device: torch.device, run_meta: dict[str, Any],
+    shard: Shard = SINGLE,
 ) -> tuple[int, dict[str, list] | None, list[int]]:
     """Load ``path`` into the trainer and sampler, restore every random stream; return the next step,
     the loss log so far and the steps the run was resumed at before. Raises :class:`StaleCheckpoint`
@@ -289,6 +327,6 @@ def _restore(
         if name not in rng:
             raise KeyError(f"{path}: no state for the random stream '{name}'; the checkpoint was written by another set-up")
         gen.set_state(rng[name])
-    set_global_rng_state(rng, device)
+    set_global_rng_state(own_rng_states(rng, global_rng_state(device), shard), device)
     trainer.mean_path_length = loop["mean_path_length"].to(device)
     return int(loop["step"]), meta.get("log"), list(meta.get("resumed_at_steps") or [])

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import autograd
 
+from lfsgan.train.distributed import SINGLE, Shard
+
 
 def per_image_logits(pred: torch.Tensor) -> torch.Tensor:
     """``[B, 1]`` or ``[B, 1, h, w]`` -> ``[B]``: the per-image mean of the (patch) logits."""
@@ -44,19 +46,23 @@ def path_length_penalty(
     mean_path_length: torch.Tensor,  # [] running mean a
     decay: float,
     generator: torch.Generator,
+    shard: Shard = SINGLE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Path-length regularisation, StyleGAN2 Eq. 4:  E_{w,y} ( ||J_w^T y||_2 - a )^2.
 
     ``y ~ N(0, I) / sqrt(H W)`` is drawn from ``generator`` (on the CPU, then moved, so draws do not
     depend on the device); ``||J_w^T y||`` is taken per latent row and averaged over rows as in
     rosinality (``sqrt(sum_D g^2 .mean(n_latent))``); ``a`` is the running mean with ``decay``.
+    Data-parallel (``shard``): ``fake_img`` holds this rank's rows, ``y`` is this rank's rows of the
+    whole batch's draw, and the batch mean in ``a`` is over every rank's rows.
     Returns ``(penalty, new_mean_path_length (detached), path_lengths [B])``.
     """
     _, _, h, w = fake_img.shape
-    y = torch.randn(fake_img.shape, generator=generator).to(fake_img.device, fake_img.dtype) / math.sqrt(h * w)
+    y = shard.rows(torch.randn(shard.whole(fake_img.shape), generator=generator))
+    y = y.to(fake_img.device, fake_img.dtype) / math.sqrt(h * w)
     (grad,) = autograd.grad((fake_img * y).sum(), ws, create_graph=True)  # [B, n_latent, D]
     path_lengths = torch.sqrt(grad.pow(2).sum(2).mean(1))  # [B]
-    path_mean = mean_path_length + decay * (path_lengths.mean() - mean_path_length)
+    path_mean = mean_path_length + decay * (shard.batch_mean(path_lengths) - mean_path_length)
     penalty = (path_lengths - path_mean).pow(2).mean()
     return penalty, path_mean.detach(), path_lengths
 

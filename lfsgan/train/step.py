@@ -15,6 +15,11 @@ Every random draw comes from a checkpointed source: latents, style-mixing cut po
 path-length probe ``y`` from the trainer's own ``torch.Generator``s; a method's own draws from the
 ``torch.Generator`` attributes it keeps (see :meth:`Trainer.generators`); per-layer noise from torch's
 global RNG (see :func:`lfsgan.train.state.global_rng_state`); real batches from the sampler.
+
+Data-parallel (a :class:`lfsgan.train.distributed.Shard` of several processes): ``real`` holds this
+rank's rows of the batch; latents, the style-mixing cut and the path-length probe are drawn for the
+whole batch and this rank keeps its rows; the loop averages gradients over the ranks before every
+optimiser step (see :mod:`lfsgan.train.distributed`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch import nn
 
 from lfsgan.methods.base import Method
 from lfsgan.train.config import TrainConfig
+from lfsgan.train.distributed import SINGLE, Shard
 from lfsgan.train.ema import accumulate, make_ema
 from lfsgan.train.losses import (
     d_logistic_loss,
@@ -67,8 +73,8 @@ class Trainer:
     *before* building the trainer (optimisers are built from the parameters it then reports).
     """
 
-    def __init__(self, G: nn.Module, D: nn.Module, cfg: TrainConfig, method: Method | None = None):
-        self.G, self.D, self.cfg = G, D, cfg
+    def __init__(self, G: nn.Module, D: nn.Module, cfg: TrainConfig, method: Method | None = None, shard: Shard = SINGLE):
+        self.G, self.D, self.cfg, self.shard = G, D, cfg, shard
         self.default = Method({"style_mixing": cfg.style_mixing})  # source latents and path-reg latents
         self.method = method if method is not None else self.default
         self.extra = self.method.extra_discriminator_modules()
@@ -111,8 +117,9 @@ class Trainer:
 
     # --- one iteration -----------------------------------------------------------------------
     def _fake(self, method: Method, step: int, batch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Fakes ``[B, 3, H, W]`` and the latents (1 or 2 tensors ``[B, style_dim]``) that made them."""
-        latents = method.sample_latents(step, batch, self.G, self.latent_gen)
+        """Fakes ``[B, 3, H, W]`` and the latents (1 or 2 tensors ``[B, style_dim]``) that made them
+        (``B = batch``, this rank's rows of the whole batch's draw)."""
+        latents = [self.shard.rows(z) for z in method.sample_latents(step, batch * self.shard.size, self.G, self.latent_gen)]
         inject = int(torch.randint(1, self.G.n_latent, (), generator=self.latent_gen)) if len(latents) == 2 else None
         return self.G(latents, inject_index=inject), latents
 
@@ -120,7 +127,7 @@ class Trainer:
         """Run iteration ``step`` on the real batch ``real [B, 3, H, W]``; returns the losses (floats)."""
         cfg, G, D, m = self.cfg, self.G, self.D, self.method
         batch = real.shape[0]
-        out: dict[str, Any] = {"step": step, "kimg": (step + 1) * batch / 1000}
+        out: dict[str, Any] = {"step": step, "kimg": (step + 1) * batch * self.shard.size / 1000}
 
         # 1. discriminator
         _set_requires_grad(self.d_params, True)
@@ -181,14 +188,14 @@ class Trainer:
 
     def _path_length(self, step: int, batch: int) -> torch.Tensor:
         G = self.G
-        latents = self.default.sample_latents(step, batch, G, self.latent_gen)
+        latents = [self.shard.rows(z) for z in self.default.sample_latents(step, batch * self.shard.size, G, self.latent_gen)]
         inject = int(torch.randint(1, G.n_latent, (), generator=self.latent_gen)) if len(latents) == 2 else None
         ws = G.make_ws([G.mapping(z) for z in latents], inject)  # [b, n_latent, D]
         if not ws.requires_grad:  # mapping frozen: differentiate w.r.t. ws as a leaf
             ws.requires_grad_(True)
         img = G.synthesis(ws)  # [b, 3, H, W]
         penalty, self.mean_path_length, _ = path_length_penalty(
-            img, ws, self.mean_path_length, self.cfg.path_decay, self.path_gen
+            img, ws, self.mean_path_length, self.cfg.path_decay, self.path_gen, self.shard
         )
         _check_finite("path", penalty, step)
         return penalty

@@ -1,6 +1,8 @@
 """`lfsgan pretrain`: the source GAN on the source domain, one seed (rule `pretrain_source`).
 
 Resumes only an interrupted run with the same settings, data and code (see :mod:`lfsgan.train.loop`).
+Started by torchrun (``source.train.devices`` x ``nodes`` processes), each process trains on its share
+of every batch and rank 0 writes (see :mod:`lfsgan.train.distributed`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from lfsgan.codedeps import code_fingerprint
 from lfsgan.data import InfiniteSampler, load_prepared
 from lfsgan.train import TrainConfig, build_models, train
+from lfsgan.train.distributed import check_world, process_group, shard_from_env
 from lfsgan.verbs._common import setup_torch, versions
 from lfsgan.verbs._models import model_config
 
@@ -25,23 +28,29 @@ def run(cfg: dict, seed: int, data: str, out: str, no_resume: bool = False) -> N
     tcfg = TrainConfig.from_dict(
         {**cfg["source"]["train"], "seed": seed, "device": str(device.type)}, source="config key 'source.train'"
     )
-    torch.manual_seed(seed)  # weight initialisation
-    G, D = build_models(model_config(cfg))
-    sampler = InfiniteSampler(dataset.images, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"], sampling=cfg["data"]["sampling"])
-    result = train(
-        G,
-        D,
-        sampler,
-        tcfg,
-        out_dir=Path(out),
-        model_cfg=model_config(cfg),
-        resume=not no_resume,
-        code=code_fingerprint("pretrain"),
-        inputs={"data": {"images_sha256": dataset.manifest["images_sha256"], "hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]}},
-        meta={
-            "workflow": {"stage": "source", "seed": seed, "domain": cfg["source"]["domain"]},
-            "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"]},
-            "versions": versions(),
-        },
-    )
+    shard = shard_from_env()
+    check_world(tcfg.devices, tcfg.nodes, shard)
+    data_identity = {"images_sha256": dataset.manifest["images_sha256"], "hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]}
+    with process_group(shard, device, tcfg.collective_timeout):
+        torch.manual_seed(seed)  # weight initialisation, the same in every process
+        G, D = build_models(model_config(cfg))
+        sampler = InfiniteSampler(dataset.images, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"], sampling=cfg["data"]["sampling"],
+                                  rank=shard.rank, world_size=shard.size)
+        result = train(
+            G,
+            D,
+            sampler,
+            tcfg,
+            out_dir=Path(out),
+            model_cfg=model_config(cfg),
+            resume=not no_resume,
+            code=code_fingerprint("pretrain"),
+            inputs={"data": data_identity},
+            meta={
+                "workflow": {"stage": "source", "seed": seed, "domain": cfg["source"]["domain"]},
+                "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"]},
+                "versions": versions(),
+            },
+            shard=shard,
+        )
     log.info("pretraining done: %s", result)

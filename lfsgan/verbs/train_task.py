@@ -1,7 +1,8 @@
 """`lfsgan train-task`: one method learns one task, after its earlier tasks (rule `train_task`).
 
 Resumes only an interrupted run with the same settings, data, source, earlier task states, Fisher and
-code (their sha256 are part of the run's fingerprint; see :mod:`lfsgan.train.loop`).
+code (their sha256 are part of the run's fingerprint; see :mod:`lfsgan.train.loop`). Started by
+torchrun (``train.devices`` x ``nodes`` processes), it trains data-parallel as `lfsgan pretrain` does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lfsgan.io import load_checkpoint, sha256_file, write_json
 from lfsgan.metrics import count_tensors
 from lfsgan.methods.base import TaskContext
 from lfsgan.train import TrainConfig, build_models, train
+from lfsgan.train.distributed import check_world, process_group, shard_from_env
 from lfsgan.verbs._common import setup_torch, versions
 from lfsgan.verbs._methods import load_task_states, method_for, task_source
 from lfsgan.verbs._models import model_config
@@ -74,34 +76,41 @@ def run(
         seed=seed,
         extras=extras,
     )
-    sampler = InfiniteSampler(shots, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"], sampling=cfg["data"]["sampling"])
+    shard = shard_from_env()
+    check_world(tcfg.devices, tcfg.nodes, shard)
+    sampler = InfiniteSampler(shots, tcfg.batch, seed=seed, hflip=cfg["data"]["hflip"], sampling=cfg["data"]["sampling"],
+                              rank=shard.rank, world_size=shard.size)
     G, D = build_models(model_config(cfg))
     g_total = sum(p.numel() for p in G.parameters())
     impl = method_for(cfg, method)
-    train(
-        G,
-        D,
-        sampler,
-        tcfg,
-        out_dir=Path(out),
-        method=impl,
-        ctx=ctx,
-        model_cfg=model_config(cfg),
-        resume=not no_resume,
-        code=code_fingerprint("train-task"),
-        inputs={
-            "data": {"images_sha256": dataset.manifest["images_sha256"], **shots_record}
-            | {"hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]},
-            "source_sha256": sha256_file(source),
-            "previous_sha256": [sha256_file(p) for p in previous],
-            "fisher_sha256": sha256_file(fisher) if extras.get("fisher") is not None else None,
-        },
-        meta={
-            "workflow": {"stage": "task", "method": method, "kind": kind, "task": task, "task_index": index, "replicate": replicate},
-            "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], **shots_record},
-            "versions": versions(),
-        },
-    )
+    with process_group(shard, device, tcfg.collective_timeout):
+        train(
+            G,
+            D,
+            sampler,
+            tcfg,
+            out_dir=Path(out),
+            method=impl,
+            ctx=ctx,
+            model_cfg=model_config(cfg),
+            resume=not no_resume,
+            code=code_fingerprint("train-task"),
+            inputs={
+                "data": {"images_sha256": dataset.manifest["images_sha256"], **shots_record}
+                | {"hflip": cfg["data"]["hflip"], "sampling": cfg["data"]["sampling"]},
+                "source_sha256": sha256_file(source),
+                "previous_sha256": [sha256_file(p) for p in previous],
+                "fisher_sha256": sha256_file(fisher) if extras.get("fisher") is not None else None,
+            },
+            meta={
+                "workflow": {"stage": "task", "method": method, "kind": kind, "task": task, "task_index": index, "replicate": replicate},
+                "data": {"path": str(data), "images_sha256": dataset.manifest["images_sha256"], **shots_record},
+                "versions": versions(),
+            },
+            shard=shard,
+        )
+    if not shard.is_main:
+        return  # rank 0 writes
     state, meta = load_checkpoint(Path(out) / "task.pt")
     added = count_tensors(state)
     write_json(
