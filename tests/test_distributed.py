@@ -132,3 +132,30 @@ def test_killed_rank_ends_the_job_naming_it_and_the_rerun_resumes_bit_identical(
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference), "the resumed run differs from the uninterrupted one"
     assert (out / "losses.csv").read_text() == (uninterrupted / "run" / "losses.csv").read_text()
+
+
+def _planned_pretrain(project, **train) -> tuple[str, str]:
+    """The shell command and resources `snakemake -n -p` plans for pretrain_source with `source.train` updated."""
+    import yaml
+
+    config = yaml.safe_load(project.read_config())
+    config["source"]["train"].update(train)
+    config["use_gpu"] = True
+    project.write_config(yaml.safe_dump(config, sort_keys=False))
+    out = project.snakemake("results/source/seed0/final.pt", "-n", "-p", "--workflow-profile", "workflow/profiles/default").stdout
+    block = out[out.index("rule pretrain_source"):]
+    resources = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+    command = next(line for line in block.splitlines() if "lfsgan pretrain" in line)
+    return command, resources
+
+
+def test_rule_launches_torchrun_for_several_devices_and_srun_for_several_nodes(fresh_project):
+    command, resources = _planned_pretrain(fresh_project)
+    assert command.split(": ", 1)[1].startswith("lfsgan pretrain") and "gpu=1" in resources  # one process: as before
+    command, resources = _planned_pretrain(fresh_project, devices=2)
+    assert "python -m torch.distributed.run --standalone --nproc-per-node=2 --no-python lfsgan pretrain" in command
+    assert "gpu=2" in resources and "nodes=" not in resources
+    command, resources = _planned_pretrain(fresh_project, devices=4, nodes=3)
+    assert command.split(": ", 1)[1].startswith("srun --nodes=3 --ntasks-per-node=1 --kill-on-bad-exit=1 python -m torch.distributed.run "
+                                                "--nnodes=3 --nproc-per-node=4 --rdzv-backend=c10d")
+    assert all(r in resources for r in ("nodes=3", "tasks=3", "mpi=srun", "gres=gpu:4")) and not re.search(r"\bgpu=", resources)

@@ -51,6 +51,47 @@ RES = config["resources"]
 DEMO_EXTRACTOR = config["evaluation"]["fid"]["extractor"] == "lfsgan-demo-cnn"
 
 
+# --- data-parallel training (train.devices x train.nodes processes; docs/distributed.md) ---------------
+TORCHRUN = "python -m torch.distributed.run"
+
+
+def data_parallel(train):
+    """(processes per node, nodes) of a training config section."""
+    return train.get("devices", 1), train.get("nodes", 1)
+
+
+def launcher(train):
+    """What a training rule's shell puts before `lfsgan`: nothing for one process; on one node,
+    torchrun with `devices` workers on a free local port; on several nodes, `srun` starting one
+    torchrun per node, which meet at the job's first node (port $LFSGAN_RDZV_PORT, default 29500).
+    Braces are doubled for Snakemake's formatting of the shell string."""
+    devices, nodes = data_parallel(train)
+    if devices * nodes == 1:
+        return ""
+    if nodes == 1:
+        return f"{TORCHRUN} --standalone --nproc-per-node={devices} --no-python "
+    head = '"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${{LFSGAN_RDZV_PORT:-29500}}"'
+    return (f"srun --nodes={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 {TORCHRUN} --nnodes={nodes} "
+            f"--nproc-per-node={devices} --rdzv-backend=c10d --rdzv-endpoint={head} --rdzv-id=\"$SLURM_JOB_ID\" --no-python ")
+
+
+def launch_resources(train):
+    """The executor resources of a training rule: `gpu` GPUs per process on one node (sbatch
+    --gpus); on several nodes one SLURM task per node (`nodes`, `tasks`), each with `devices` GPUs
+    (`gres`), and `mpi` so that the SLURM plugin leaves the `srun` to the rule's shell."""
+    devices, nodes = data_parallel(train)
+    if nodes == 1:
+        return {"gpu": GPU * devices}
+    gpus = {"gres": f"gpu:{devices}", "tasks_per_gpu": 0} if GPU else {}  # tasks_per_gpu 0: no --ntasks-per-gpu
+    return {"nodes": nodes, "tasks": nodes, "mpi": "srun", **gpus}
+
+
+for _method in METHODS:
+    if data_parallel(method_train_config(config, _method)) != (1, 1):
+        raise ValueError(f"methods.{_method}: task training sets train.devices/nodes; the workflow launches data-parallel "
+                         "training for the source only (source.train); run `lfsgan train-task` under torchrun by hand")
+
+
 def _alternatives(names):
     return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
 

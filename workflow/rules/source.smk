@@ -75,10 +75,10 @@ else:
             "logs/pretrain_source/seed{seed}.log",
         benchmark:
             "benchmarks/pretrain_source/seed{seed}.tsv"
-        threads: 1
+        threads: data_parallel(config["source"]["train"])[0]  # one CPU per process
         resources:
             mem_mb=RES["mem_mb"],
             runtime=RES["train_runtime"],
-            gpu=GPU,
+            **launch_resources(config["source"]["train"]),
         shell:
-            "lfsgan pretrain --config {CONFIG_FILE} --seed {wildcards.seed} --data {params.data_dir} --out {params.out} > {log} 2>&1"
+            launcher(config["source"]["train"]) + "lfsgan pretrain --config {CONFIG_FILE} --seed {wildcards.seed} --data {params.data_dir} --out {params.out} > {log} 2>&1"
