@@ -54,6 +54,12 @@ ALLOWED = {
     "lfsgan weights --config config/paper.yaml --fetch": "the internet (downloads Inception and VGG16 weights)",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/study.yaml":
         "about 70 minutes on 2 cores; planned with -n by test_every_config_plans_with_its_documented_command",
+    "snakemake --workflow-profile workflow/profiles/slurm --configfile my-source.yaml":
+        "a SLURM cluster with GPUs and a source config of your own; tests/test_slurm.py runs the same rule on 2 CPU processes",
+    "python -m torch.distributed.run --standalone --nproc-per-node=4 --no-python lfsgan pretrain --config my-source.yaml --seed 0 --data results/data/ffhq --out results/source/seed0":
+        "4 GPUs; tests/test_distributed.py runs torchrun with 2 CPU processes",
+    'srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1 python -m torch.distributed.run --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${LFSGAN_RDZV_PORT:-29500}" --rdzv-id="$SLURM_JOB_ID" --no-python lfsgan pretrain --config my-source.yaml --seed 0 --data results/data/ffhq --out results/source/seed0':
+        "two GPU nodes inside a SLURM job; tests/test_distributed.py checks that the rule plans this command",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/sweep.yaml":
         "about an hour on 2 cores (66 jobs, 14 task trainings); planned with -n by test_every_config_plans_with_its_documented_command",
 }

@@ -9,6 +9,8 @@ profile workflow/profiles/slurm, on config/test.yaml:
 (b) with `use_gpu: true` a GPU rule's job is allocated the (fake) GPU (with `use_gpu: false`,
     in (a), no job is);
 (c) a failing rule fails the run with its log path in the message, and the rerun redoes only it.
+(d) data-parallel pretraining (`source.train.devices: 2`, gloo on the CPU) runs as one SLURM job
+    through the profile (torchrun inside it) and writes the checkpoint of the local torchrun run.
 
 Each SLURM job costs ~15-30 s here (queue polling plus Snakemake starting twice inside the job),
 and the whole test workflow ~10 min (benchmarks/slurm_overhead.py): hence the slice in (a), and
@@ -191,3 +193,26 @@ def test_failed_rule_names_its_log_and_rerun_redoes_only_it(slurm, completed_run
     assert slurm.job(job_id)["Comment"] == "rule_report"
     assert lmc.stat().st_mtime_ns == lmc_mtime, "the finished LMC curve was redone"
     assert (project.root / "results" / "report" / "summary.csv").exists()
+
+
+def test_two_process_pretraining_is_one_slurm_job_equal_to_the_local_torchrun_run(slurm, fresh_project, tmp_path):
+    project = fresh_project
+    config = yaml.safe_load(project.read_config())
+    config["source"]["train"]["devices"] = 2
+    config["use_gpu"] = False
+    project.write_config(yaml.safe_dump(config, sort_keys=False))
+    target, local_profile = "results/source/seed0/final.pt", ("--workflow-profile", "workflow/profiles/default")
+    project.snakemake(f"results/data/{config['source']['domain']}/images.pt", *local_profile)
+    local = project.copy(tmp_path / "local")
+    local.snakemake(target, *local_profile)
+
+    out = project.snakemake(target, "--allowed-rules", "pretrain_source", *PROFILE).stdout
+    (job_id,) = submitted_jobs(out)
+    assert slurm.completed_records()[job_id]["JobState"] == "COMPLETED"
+    assert "pretrain_source" in slurm.job(job_id)["Comment"]  # the group job of the source
+    log = project.root / "logs" / "pretrain_source" / "seed0.log"
+    assert slurm_job_of_log(log) == job_id
+    assert "--nproc-per-node=2" in out and "torch.distributed.run" in out, out[-4000:]
+    source = {p: d for p, d in project.outputs(across_folders=True).items() if p.startswith("results/source/")}
+    assert {Path(p).name for p in source} >= {"final.pt", "losses.csv", "samples.png"}
+    assert source == {p: d for p, d in local.outputs(across_folders=True).items() if p.startswith("results/source/")}
