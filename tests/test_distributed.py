@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lfsgan.data import InfiniteSampler
 from lfsgan.io import load_checkpoint
 from lfsgan.train import TrainConfig
 from lfsgan.train.distributed import SINGLE, Shard, shard_from_env
@@ -60,6 +61,19 @@ def test_shard_splits_the_batch_and_reads_torchrun_env():
         shard.per_rank(5)
     with pytest.raises(ValueError, match="multiple of 4"):
         TrainConfig(batch=6, devices=2, nodes=2)
+
+
+@pytest.mark.parametrize("sampling", ["epochs", "replacement"])
+def test_rank_samplers_split_the_one_process_batches_and_share_one_state(sampling):
+    images = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    whole = InfiniteSampler(images, 4, seed=2, sampling=sampling)
+    ranks = [InfiniteSampler(images, 4, seed=2, sampling=sampling, rank=r, world_size=2) for r in (0, 1)]
+    for _ in range(5):  # across epoch boundaries
+        assert torch.equal(torch.cat([next(s) for s in ranks]), next(whole))
+    states = [s.state_dict() for s in (whole, *ranks)]
+    assert all(torch.equal(states[0][k], st[k]) for st in states[1:] for k in states[0])
+    with pytest.raises(ValueError, match="equal share"):
+        InfiniteSampler(images, 3, seed=2, rank=0, world_size=2)
 
 
 def test_two_processes_update_as_one_with_the_whole_batch(tmp_path):

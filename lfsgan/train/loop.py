@@ -173,7 +173,8 @@ def train(
     - ``resume``: continue from ``out_dir/checkpoint.pt`` when it exists and has this run's
       fingerprint (else start afresh; see the module docstring).
     - ``stop_after``: write a checkpoint and return after global step ``stop_after`` (a pause).
-    - ``callback(step, record)``: called after every step; raising from it interrupts the run.
+    - ``callback(step, record)``: called after every step (with this rank's own losses when
+      data-parallel); raising from it interrupts the run.
     - ``progress``: tqdm bar (None = only on a terminal), refreshed at most once a second.
     - ``meta``: extra JSON entries for ``final.pt`` (e.g. versions).
     - ``inputs``: JSON identity of everything else the updates depend on (prepared data's
