@@ -6,10 +6,12 @@
 - :class:`TrainConfig` (:mod:`.config`): hyperparameters, ``from_dict`` rejects unknown keys.
 - :mod:`.losses`: non-saturating logistic losses, R1, path-length penalty. :mod:`.ema`: ``accumulate``.
 - :func:`build_models`, :func:`load_generator` (:mod:`.checkpoint`): models from config / ``final.pt``.
+- :mod:`.distributed`: data-parallel training under torchrun (a :class:`~.distributed.Shard` per
+  process: its rows of each batch, gradients averaged over the ranks, rank 0 writes).
 
 Modules: ``config``, ``losses``, ``ema``, ``optim`` (lazy-regularised Adam), ``state`` (tensor/JSON
 split of optimiser and sampler state), ``sampler`` (the data protocol), ``logs``, ``checkpoint``,
-``step``, ``loop``.
+``distributed``, ``step``, ``loop``.
 """
 
 from lfsgan.train.checkpoint import build_models, load_generator
