@@ -7,7 +7,7 @@ Options: ``--iterations N``; ``--batch B`` (the total batch); ``--no-cross-rank-
 discriminator's minibatch-stddev groups of one image and the generator's noise inputs frozen at 0, so
 that a 2-process run computes what a 1-process run does, up to the order of float sums);
 ``--stall-rank R --stall-at-step S`` (rank R writes its pid to ``--stall-file`` after step S and then
-waits to be killed); ``--audit DIR`` (every file-system write this process makes, as Python's audit
+waits to be killed); ``--collective-timeout T`` (seconds, default 60); ``--audit DIR`` (every file-system write this process makes, as Python's audit
 events report them, goes to ``DIR/rank<R>.json`` at exit).
 """
 
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--stall-at-step", type=int, default=None)
     ap.add_argument("--stall-file", default=None)
     ap.add_argument("--audit", default=None)
+    ap.add_argument("--collective-timeout", type=float, default=60)
     args = ap.parse_args()
     torch.set_num_threads(1)
     shard = shard_from_env()
@@ -91,7 +92,7 @@ def main() -> None:
             Path(args.stall_file).write_text(str(os.getpid()))
             time.sleep(600)  # until the test kills this process
 
-    with process_group(shard, torch.device("cpu"), timeout_s=60):
+    with process_group(shard, torch.device("cpu"), timeout_s=args.collective_timeout):
         G, D = models(args.no_cross_rank_coupling)
         sampler = InfiniteSampler(SHOTS, cfg.batch, seed=cfg.seed, rank=shard.rank, world_size=shard.size)
         train(G, D, sampler, cfg, out_dir=args.out, model_cfg=MODEL, progress=False, resume=True, shard=shard,

@@ -173,3 +173,16 @@ def test_rule_launches_torchrun_for_several_devices_and_srun_for_several_nodes(f
     assert command.split(": ", 1)[1].startswith("srun --nodes=3 --ntasks-per-node=1 --kill-on-bad-exit=1 python -m torch.distributed.run "
                                                 "--nnodes=3 --nproc-per-node=4 --rdzv-backend=c10d")
     assert all(r in resources for r in ("nodes=3", "tasks=3", "mpi=srun", "gres=gpu:4")) and not re.search(r"\bgpu=", resources)
+
+
+def test_hung_rank_makes_the_others_give_up_after_the_collective_timeout(tmp_path):
+    """Rank 1 stops answering (alive, stalled): rank 0 gives up after `collective_timeout` (10 s here)
+    in its next collective, saying so, and torchrun ends the job."""
+    started = time.monotonic()
+    job = subprocess.run(torchrun(2, tmp_path / "run", "--iterations", "6", "--stall-rank", "1", "--stall-at-step", "3",
+                                  "--stall-file", tmp_path / "rank1.pid", "--collective-timeout", "10"),
+                         env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=FAILURE_DEADLINE_S + 60)
+    assert job.returncode != 0 and time.monotonic() - started < FAILURE_DEADLINE_S + 60
+    assert "TimeoutError: rank 0 of 2 waited more than train.collective_timeout = 10 s" in job.stdout, job.stdout[-3000:]
+    assert re.search(r"rank\s*: 0 \(local_rank: 0\)\s+exitcode\s*: 1", job.stdout), job.stdout[-3000:]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")[1]["step"] == 2

@@ -154,12 +154,14 @@ def process_group(shard: Shard, device: torch.device, timeout_s: float) -> Itera
         logging.getLogger("lfsgan").setLevel(logging.WARNING)
     try:
         yield device
-    except BaseException as e:
-        if isinstance(e, Exception):
-            from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+    except Exception as e:
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 
-            ErrorHandler().record_exception(e)  # no-op outside torchrun
-        raise
+        if "timed out" in str(e).lower():
+            e = TimeoutError(f"rank {shard.rank} of {shard.size} waited more than train.collective_timeout = {timeout_s:g} s "
+                             f"for the other ranks in a collective: one of them hangs or was lost ({e})")
+        ErrorHandler().record_exception(e)  # for torchrun's failure report; no-op outside torchrun
+        raise e
     finally:
         dist.destroy_process_group()
 
