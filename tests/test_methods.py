@@ -505,6 +505,37 @@ def test_lfsgan_task_rebuilt_after_later_tasks_is_identical(source, lpips_vgg, t
         assert torch.equal(images(G), after[t])
 
 
+def test_lfsgan_train_biases_trains_and_stores_just_those_biases(source, lpips_vgg, tmp_path):
+    """``train_biases``: ``none`` (the released code) leaves every source bias frozen and stores only
+    LeFT; ``rgb`` trains and stores the ToRGB biases (3 each), ``all`` also the activation biases; every
+    other source weight stays fixed and the stored state rebuilds the trained generator exactly."""
+    plain = make_method("lfsgan")
+    plain.lpips_model = lpips_vgg
+    G, D, state = train_task(plain, source, 0, [])
+    assert set(state) == {"left"}
+    n_left = count_tensors(state)
+    for which, extra in (("rgb", 3 * G.log_size - 3), ("all", None)):
+        m = make_method("lfsgan", {"train_biases": which})
+        m.lpips_model = lpips_vgg
+        G, D, state = train_task(m, source, 0, [])
+        G.requires_grad_(False)
+        rgb = {k for k in state["biases"] if "rgb" in k}
+        assert rgb == {"to_rgb1.bias", *(f"to_rgbs.{i}.bias" for i in range(G.log_size - 2))}
+        assert (set(state["biases"]) == rgb) == (which == "rgb")
+        if which == "all":
+            assert "conv1.activate.bias" in state["biases"] and "convs.0.activate.bias" in state["biases"]
+            extra = sum(v.numel() for v in state["biases"].values())
+        assert count_tensors(state) == n_left + extra
+        after = G.state_dict()
+        for k, v in source[0].items():  # the stored biases moved; every other source tensor did not
+            assert torch.equal(after[k], v) != (k in state["biases"]), k
+        state = roundtrip(state, tmp_path, which)
+        rebuilt = make_method("lfsgan", {"train_biases": which}).rebuild(tiny_models(9)[0], source[0], [state])
+        assert torch.equal(images(rebuilt), images(G))
+        with pytest.raises(KeyError, match="train_biases='none'"):
+            make_method("lfsgan").rebuild(tiny_models(9)[0], source[0], [state])
+
+
 def test_piggyback_task_rebuilt_after_later_tasks_is_identical(source, tmp_path):
     states, after = [], []
     for t in range(3):

@@ -15,6 +15,7 @@ from lfsgan.data import InfiniteSampler
 from lfsgan.io import load_checkpoint
 from lfsgan.methods.base import Method, TaskContext
 from lfsgan.train import NonFiniteError, TrainConfig, Trainer, accumulate, build_models, load_generator, make_ema, train
+from lfsgan.train import augment
 from lfsgan.train.losses import MS_EPS, mode_seeking_penalty, path_length_penalty, r1_penalty
 from lfsgan.train.state import pack, unpack
 
@@ -161,6 +162,57 @@ def test_freeze_d_keeps_the_first_discriminator_blocks_fixed():
         Trainer(*models(), config(freeze_d=9))
     with pytest.raises(ValueError, match="freeze_d must be an integer"):
         config(freeze_d=-1)
+
+
+def test_diff_augment_transforms_what_d_reads_and_resumes_bit_identical(tmp_path):
+    """DiffAugment (Zhao et al. 2020): translation shifts by whole pixels with a zero border, cutout
+    zeroes one square of half the side, colour is brightness/saturation/contrast; gradients pass
+    through; D sees augmented images; the augmentation stream is checkpointed (bit-identical resume)."""
+    gen = torch.Generator().manual_seed(0)
+    ones = torch.ones(64, 1, 8, 8)
+    shifted = augment.translation(ones, gen)  # shifts in [-1, 1] at 8 px: border rows/cols zero
+    kept = shifted.sum(dim=(1, 2, 3))
+    assert set(kept.tolist()) <= {64.0, 56.0, 49.0} and len(set(kept.tolist())) > 1
+    img = torch.arange(1.0, 65.0).reshape(1, 1, 8, 8).repeat(16, 1, 1, 1)  # distinct, non-zero values
+
+    def shifted_by(dy: int, dx: int) -> torch.Tensor:  # out[y, x] = img[y + dy, x + dx], 0 outside
+        out = torch.zeros(8, 8)
+        out[max(0, -dy):8 - max(0, dy), max(0, -dx):8 - max(0, dx)] = img[0, 0, max(0, dy):8 - max(0, -dy),
+                                                                              max(0, dx):8 - max(0, -dx)]
+        return out
+
+    candidates = [shifted_by(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    moved = augment.translation(img, torch.Generator().manual_seed(1))
+    assert all(any(torch.equal(m[0], c) for c in candidates) for m in moved)
+    cut = augment.cutout(ones, gen)
+    zeros = (cut == 0).sum(dim=(1, 2, 3))
+    assert zeros.max() == 16 and zeros.min() >= 4  # a 4x4 square, clipped at the borders
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    y = augment.diff_augment(x, augment.parse_policy("color,translation,cutout"), gen)
+    y.square().sum().backward()
+    assert y.shape == x.shape and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown 'colour'"):
+        config(augment="colour")
+
+    seen = []
+    G, D = models()
+    D.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    trainer = Trainer(G, D, config(augment="translation,cutout"))
+    real = next(sampler(trainer.cfg))
+    trainer.step(1, real)  # no R1 at step 1: D reads fakes, then reals, then the G step's fakes
+    assert "augment" in trainer.generators() and not torch.equal(seen[1], real)
+    assert (seen[1] == 0).any()  # cutout's zeros
+
+    cfg = config(augment="color,translation,cutout")
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    train(*models(), sampler(cfg), cfg, out_dir=ref, model_cfg=MODEL, progress=False)
+    train(*models(), sampler(cfg), cfg, out_dir=cut, model_cfg=MODEL, progress=False, stop_after=3)
+    train(*models(seed=7), sampler(cfg), cfg, out_dir=cut, model_cfg=MODEL, progress=False, resume=True)
+    _assert_same_weights(load_checkpoint(ref / "final.pt")[0], load_checkpoint(cut / "final.pt")[0])
+    plain = tmp_path / "plain"
+    train(*models(), sampler(config()), config(), out_dir=plain, model_cfg=MODEL, progress=False)
+    assert not torch.equal(load_checkpoint(ref / "final.pt")[0]["g"]["to_rgb1.conv.weight"],
+                           load_checkpoint(plain / "final.pt")[0]["g"]["to_rgb1.conv.weight"])
 
 
 def test_ema_is_g_when_decay_is_zero_and_averages_otherwise():

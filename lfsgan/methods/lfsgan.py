@@ -5,7 +5,11 @@ Per task (``docs/methods.md`` §1.3–§1.6), each task trained independently fr
 
 * **G**: the source generator, frozen; a LeFT modulator (:mod:`.left`) on every ``EqualLinear``
   (mapping layers and style affines) and every ``ModulatedConv2d`` base weight. Only the LeFT tensors
-  train and only they are stored (``task_state() == {"left": {layer: {tensor: …}}}``).
+  train and only they are stored (``task_state() == {"left": {layer: {tensor: …}}}``). The released
+  code keeps every bias frozen, so a task whose background differs from the source's (white for
+  black) must make the background from the weights alone; ``train_biases`` (``rgb``: the ToRGB
+  biases, 3 per ToRGB; ``all``: also the activation biases) lets those train too, stored as
+  ``task_state()["biases"]`` (a deviation, off by default).
 * **D**: fine-tuned from the source D every task, not stored. With ``patch_d`` (CDC's anchor / patch
   discriminator, §1.5): ``n_anchors`` fixed latents are drawn once per task from the seed; every
   ``anchor_every``-th step (``step % anchor_every == 0``) samples ``z = anchor + N(0, anchor_std²)``
@@ -34,6 +38,7 @@ import torch
 from torch import nn
 
 from lfsgan.models.discriminator import ConvLayer, ResBlock
+from lfsgan.models.layers import StyledConv, ToRGB
 
 from .adapters import (adapter_parameters, adapter_state, attach_adapters, detach_adapters,
                        load_adapter_state)
@@ -42,6 +47,20 @@ from .left import left_for_layer
 from .mode_seeking import RealFeatureCache, assign_clusters, mode_seeking_loss
 
 SALT_ANCHORS, SALT_LEFT, SALT_HEAD, SALT_MS = 1, 2, 3, 4
+
+
+def task_biases(G: nn.Module, which: str) -> dict[str, nn.Parameter]:
+    """The biases ``train_biases=which`` trains: ``none`` → {}, ``rgb`` → every ``ToRGB.bias``
+    (``[1, 3, 1, 1]``), ``all`` → those and every ``StyledConv.activate.bias`` (``[C]``); by state-dict name."""
+    if which not in ("none", "rgb", "all"):
+        raise ValueError(f"lfsgan: train_biases must be none, rgb or all, got {which!r}")
+    out: dict[str, nn.Parameter] = {}
+    for name, module in G.named_modules():
+        if isinstance(module, ToRGB) and which != "none":
+            out[f"{name}.bias"] = module.bias
+        elif isinstance(module, StyledConv) and which == "all":
+            out[f"{name}.activate.bias"] = module.activate.bias
+    return out
 
 
 def salted(seed: int, salt: int) -> int:
@@ -78,6 +97,7 @@ class LFSGAN(Method):
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)  # LeFT, mode-seeking and CDC options: $defs/options_lfsgan
         self.adapters: dict[str, nn.Module] = {}
+        self.biases: dict[str, nn.Parameter] = {}  # the source biases this task trains (train_biases)
         self.patch_head: nn.Module | None = None
         self.patch_index: int | None = None
         self.anchors: torch.Tensor | None = None  # [n_anchors, style_dim]
@@ -94,6 +114,9 @@ class LFSGAN(Method):
         self.adapters = attach_adapters(
             G, lambda name, layer: left_for_layer(layer, o["rank"], o["use_add"], o["use_act"], o["init"],
                                                   o["init_noise"], gen))
+        self.biases = task_biases(G, o["train_biases"])
+        for p in self.biases.values():
+            p.requires_grad_(True)
 
     def setup(self, G: nn.Module, D: nn.Module, ctx: TaskContext) -> None:
         """Source G (frozen) + fresh LeFT; source D; fresh patch head and anchors (from ``ctx.seed``)."""
@@ -116,7 +139,7 @@ class LFSGAN(Method):
     def generator_parameters(self, G: nn.Module) -> Iterable[nn.Parameter]:
         if not self.adapters:
             raise RuntimeError("lfsgan: setup() must run before generator_parameters()")
-        return adapter_parameters(self.adapters)
+        return [*adapter_parameters(self.adapters), *self.biases.values()]
 
     def extra_discriminator_modules(self) -> nn.Module | None:
         return self.patch_head
@@ -188,7 +211,10 @@ class LFSGAN(Method):
 
     # --- storage ---------------------------------------------------------------------------------
     def task_state(self, G: nn.Module, D: nn.Module) -> dict[str, Any]:
-        return {"left": adapter_state(self.adapters)}
+        state = {"left": adapter_state(self.adapters)}
+        if self.biases:
+            state["biases"] = {k: p.detach().cpu().clone() for k, p in self.biases.items()}
+        return state
 
     def rebuild(self, G: nn.Module, source_g: dict[str, torch.Tensor], states: list[dict[str, Any]]) -> nn.Module:
         """Task ``len(states)-1`` = frozen source + that task's LeFT tensors (tasks are independent)."""
@@ -201,6 +227,13 @@ class LFSGAN(Method):
                            "(was it written by another method?)")
         self.attach_left(G, seed=0)
         load_adapter_state(self.adapters, states[-1]["left"], where=f"lfsgan task {len(states) - 1} state")
+        stored = states[-1].get("biases", {})
+        if sorted(stored) != sorted(self.biases):
+            raise KeyError(f"lfsgan task {len(states) - 1} state: stored biases {sorted(stored)} but train_biases="
+                           f"{self.options['train_biases']!r} expects {sorted(self.biases)}")
+        with torch.no_grad():
+            for name, value in stored.items():
+                self.biases[name].copy_(value)
         return G
 
     def meta(self) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from lfsgan.train.augment import parse_policy
+
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -30,6 +32,7 @@ class TrainConfig:
     path_decay: float = 0.01  # running-mean decay of the path length (StyleGAN2 a)
     style_mixing: float = 0.9  # probability of two latents per fake batch (source pretraining, path reg)
     freeze_d: int = 0  # FreezeD (Mo et al. 2020): D's first N blocks (from RGB on) do not train
+    augment: str = ""  # DiffAugment policy on all D inputs, e.g. "color,translation,cutout" ("" = off)
     ema_decay: float | None = None  # per-step EMA decay; None -> from ema_half_life_kimg
     ema_half_life_kimg: float = 10.0  # rosinality: 0.5 ** (32 / (10 * 1000)) at batch 32
     mode_seeking_weight: float = 0.0  # MSGAN term on G's fakes (losses.mode_seeking_penalty); 0 = StyleGAN2 as published
@@ -59,6 +62,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.freeze_d, int) or isinstance(self.freeze_d, bool) or self.freeze_d < 0:
             raise ValueError(f"TrainConfig.freeze_d must be an integer >= 0, got {self.freeze_d!r}")
+        if not isinstance(self.augment, str):
+            raise ValueError(f"TrainConfig.augment must be a string such as 'color,translation,cutout', got {self.augment!r}")
+        parse_policy(self.augment)
         for name in ("lr_g", "lr_d", "collective_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lfsgan.methods.base import Method
+from lfsgan.train.augment import diff_augment, parse_policy
 from lfsgan.train.config import TrainConfig
 from lfsgan.train.distributed import SINGLE, Shard
 from lfsgan.train.ema import accumulate, make_ema
@@ -89,6 +90,8 @@ class Trainer:
         self.ema_decay = cfg.resolved_ema_decay()
         self.latent_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "latents"))
         self.path_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "path_noise"))
+        self.augment = parse_policy(cfg.augment)  # DiffAugment on everything D reads; () = off
+        self.augment_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "augment")) if self.augment else None
         device = next(G.parameters()).device
         self.mean_path_length = torch.zeros((), device=device)  # running mean a of Eq. 4
 
@@ -108,6 +111,8 @@ class Trainer:
         """Every random stream a checkpoint must hold: the trainer's own, and any ``torch.Generator``
         the method keeps as an attribute (e.g. for its extra loss terms), as ``method.<attr>``."""
         gens = {"latents": self.latent_gen, "path_noise": self.path_gen}
+        if self.augment_gen is not None:
+            gens["augment"] = self.augment_gen
         gens.update({f"method.{k}": v for k, v in sorted(vars(self.method).items()) if isinstance(v, torch.Generator)})
         return gens
 
@@ -116,6 +121,12 @@ class Trainer:
         return self.g_ema if self.g_ema is not None else self.G
 
     # --- one iteration -----------------------------------------------------------------------
+    def _discriminate(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """The method's D logits on ``images [B, 3, H, W]``, DiffAugment-ed first when ``cfg.augment`` is set."""
+        if self.augment:
+            images = diff_augment(images, self.augment, self.augment_gen)
+        return self.method.discriminate(self.D, images, step)
+
     def _fake(self, method: Method, step: int, batch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Fakes ``[B, 3, H, W]`` and the latents (1 or 2 tensors ``[B, style_dim]``) that made them
         (``B = batch``, this rank's rows of the whole batch's draw)."""
@@ -133,8 +144,8 @@ class Trainer:
         _set_requires_grad(self.d_params, True)
         with torch.no_grad():
             fake, _ = self._fake(m, step, batch)
-        fake_pred = m.discriminate(D, fake, step)  # [B, 1] or [B, 1, h, w]
-        real_pred = m.discriminate(D, real, step)
+        fake_pred = self._discriminate(fake, step)  # [B, 1] or [B, 1, h, w]
+        real_pred = self._discriminate(real, step)
         d_loss = d_logistic_loss(real_pred, fake_pred)
         _check_finite("d_loss", d_loss, step)
         self.d_optim.zero_grad(set_to_none=True)
@@ -145,7 +156,7 @@ class Trainer:
         # 2. lazy R1 on reals
         if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
             real_r1 = real.detach().requires_grad_(True)
-            r1 = r1_penalty(m.discriminate(D, real_r1, step), real_r1)
+            r1 = r1_penalty(self._discriminate(real_r1, step), real_r1)
             _check_finite("r1", r1, step)
             self.d_optim.zero_grad(set_to_none=True)
             (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
@@ -155,7 +166,7 @@ class Trainer:
         # 3. generator
         _set_requires_grad(self.d_params, False)
         fake, latents = self._fake(m, step, batch)
-        g_loss = g_nonsaturating_loss(m.discriminate(D, fake, step))
+        g_loss = g_nonsaturating_loss(self._discriminate(fake, step))
         _check_finite("g_loss", g_loss, step)
         terms = m.generator_loss_terms(G, D, real, step)
         ms_weight = cfg.mode_seeking_weight_at(step)
