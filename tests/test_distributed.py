@@ -21,6 +21,7 @@ import torch
 from lfsgan.data import InfiniteSampler
 from lfsgan.io import load_checkpoint
 from lfsgan.train import TrainConfig
+from lfsgan.train.augment import POLICIES, diff_augment
 from lfsgan.train.distributed import SINGLE, Shard, shard_from_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +75,13 @@ def test_rank_samplers_split_the_one_process_batches_and_share_one_state(samplin
     assert all(torch.equal(states[0][k], st[k]) for st in states[1:] for k in states[0])
     with pytest.raises(ValueError, match="equal share"):
         InfiniteSampler(images, 3, seed=2, rank=0, world_size=2)
+
+
+def test_each_rank_augments_its_rows_as_one_process_augments_the_whole_batch():
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    whole = diff_augment(x, POLICIES, torch.Generator().manual_seed(5))
+    parts = [diff_augment(Shard(r, 2).rows(x), POLICIES, torch.Generator().manual_seed(5), Shard(r, 2)) for r in (0, 1)]
+    assert torch.allclose(torch.cat(parts), whole, atol=1e-6, rtol=0)
 
 
 def test_two_processes_update_as_one_with_the_whole_batch(tmp_path):

@@ -10,13 +10,17 @@ Policies (images in ``[-1, 1]``, ``[B, C, H, W]``; one draw per image; the relea
 - ``cutout``: a zero square of half the image side at a random place (clipped at the borders).
 
 Every draw comes from the ``torch.Generator`` the caller passes (checkpointed with the run), so a
-resumed run augments exactly as an uninterrupted one.
+resumed run augments exactly as an uninterrupted one. Data-parallel (``shard``): ``x`` holds this
+rank's rows, and the draws are this rank's rows of the whole batch's draws (see
+:mod:`lfsgan.train.distributed`), as a one-process run draws them.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from lfsgan.train.distributed import SINGLE, Shard
 
 POLICIES = ("color", "translation", "cutout")
 TRANSLATION_RATIO = 0.125
@@ -33,17 +37,22 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return names
 
 
-def _uniform(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _uniform(x: torch.Tensor, gen: torch.Generator, shard: Shard) -> torch.Tensor:
     """``u ~ U[0, 1)`` of shape ``[B, 1, 1, 1]``, drawn on the CPU (one stream on every device)."""
-    return torch.rand(x.shape[0], 1, 1, 1, generator=gen).to(device=x.device, dtype=x.dtype)
+    return shard.rows(torch.rand(shard.whole((x.shape[0], 1, 1, 1)), generator=gen)).to(device=x.device, dtype=x.dtype)
 
 
-def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    x = x + (_uniform(x, gen) - 0.5)
+def _randint(low: int, high: int, batch: int, gen: torch.Generator, shard: Shard) -> torch.Tensor:
+    """``batch`` integers in ``[low, high)``: this rank's rows of the whole batch's draw."""
+    return shard.rows(torch.randint(low, high, shard.whole((batch,)), generator=gen))
+
+
+def color(x: torch.Tensor, gen: torch.Generator, shard: Shard = SINGLE) -> torch.Tensor:
+    x = x + (_uniform(x, gen, shard) - 0.5)
     mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (_uniform(x, gen) * 2) + mean
+    x = (x - mean) * (_uniform(x, gen, shard) * 2) + mean
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_uniform(x, gen) + 0.5) + mean
+    return (x - mean) * (_uniform(x, gen, shard) + 0.5) + mean
 
 
 def _shift_index(size: int, shift: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -52,11 +61,11 @@ def _shift_index(size: int, shift: torch.Tensor, device: torch.device) -> torch.
     return grid.clamp(0, size + 1)
 
 
-def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = TRANSLATION_RATIO) -> torch.Tensor:
+def translation(x: torch.Tensor, gen: torch.Generator, shard: Shard = SINGLE, ratio: float = TRANSLATION_RATIO) -> torch.Tensor:
     B, _, H, W = x.shape
     sh, sw = int(H * ratio + 0.5), int(W * ratio + 0.5)
-    ty = torch.randint(-sh, sh + 1, (B,), generator=gen)
-    tx = torch.randint(-sw, sw + 1, (B,), generator=gen)
+    ty = _randint(-sh, sh + 1, B, gen, shard)
+    tx = _randint(-sw, sw + 1, B, gen, shard)
     rows = _shift_index(H, ty, x.device)  # [B, H]
     cols = _shift_index(W, tx, x.device)  # [B, W]
     padded = F.pad(x, [1, 1, 1, 1])  # [B, C, H+2, W+2]
@@ -65,11 +74,11 @@ def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = TRANSLATIO
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = CUTOUT_RATIO) -> torch.Tensor:
+def cutout(x: torch.Tensor, gen: torch.Generator, shard: Shard = SINGLE, ratio: float = CUTOUT_RATIO) -> torch.Tensor:
     B, _, H, W = x.shape
     ch, cw = int(H * ratio + 0.5), int(W * ratio + 0.5)
-    cy = torch.randint(0, H + (1 - ch % 2), (B,), generator=gen).to(x.device)
-    cx = torch.randint(0, W + (1 - cw % 2), (B,), generator=gen).to(x.device)
+    cy = _randint(0, H + (1 - ch % 2), B, gen, shard).to(x.device)
+    cx = _randint(0, W + (1 - cw % 2), B, gen, shard).to(x.device)
     ys = torch.arange(H, device=x.device)[None]  # [1, H]
     xs = torch.arange(W, device=x.device)[None]
     inside_y = (ys >= (cy - ch // 2)[:, None]) & (ys < (cy - ch // 2 + ch)[:, None])  # [B, H]
@@ -81,8 +90,8 @@ def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = CUTOUT_RATIO) -
 _OPS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], gen: torch.Generator, shard: Shard = SINGLE) -> torch.Tensor:
     """Apply the ``policy``'s transforms in order (``color``, ``translation``, ``cutout`` as listed)."""
     for name in policy:
-        x = _OPS[name](x, gen)
+        x = _OPS[name](x, gen, shard)
     return x

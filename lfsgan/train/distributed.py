@@ -8,7 +8,8 @@ What is split across the ``W`` ranks and what is shared:
 
 - **the batch.** ``train.batch`` is the total batch; rank ``r`` trains on rows ``[r b, (r + 1) b)`` of it,
   ``b = batch / W``. Every random draw made per batch — the sampler's images and flips, the latents,
-  the style-mixing cut, the path-length probe ``y`` — is made for the whole batch from a stream that
+  the style-mixing cut, the path-length probe ``y``, DiffAugment's transforms — is made for the whole
+  batch from a stream that
   every rank holds in the same state, and each rank keeps its rows (:meth:`Shard.rows`). So a
   ``W``-process run sees the images and latents of a one-process run at the same batch, and the
   state of those streams is the same on every rank: rank 0's checkpoint restores all of them.

@@ -124,7 +124,7 @@ class Trainer:
     def _discriminate(self, images: torch.Tensor, step: int) -> torch.Tensor:
         """The method's D logits on ``images [B, 3, H, W]``, DiffAugment-ed first when ``cfg.augment`` is set."""
         if self.augment:
-            images = diff_augment(images, self.augment, self.augment_gen)
+            images = diff_augment(images, self.augment, self.augment_gen, self.shard)
         return self.method.discriminate(self.D, images, step)
 
     def _fake(self, method: Method, step: int, batch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
