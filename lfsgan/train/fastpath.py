@@ -33,6 +33,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+
 def bf16_supported(device: torch.device) -> tuple[bool, str]:
     """(whether bfloat16 autocast runs natively on ``device``, why not)."""
     if device.type == "cuda":
