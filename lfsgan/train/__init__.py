@@ -9,7 +9,7 @@
 
 Modules: ``config``, ``losses``, ``ema``, ``optim`` (lazy-regularised Adam), ``state`` (tensor/JSON
 split of optimiser and sampler state), ``sampler`` (the data protocol), ``logs``, ``checkpoint``,
-``step``, ``loop``.
+``fastpath`` (the step's optional bfloat16 / channels-last / compiled paths), ``step``, ``loop``.
 """
 
 from lfsgan.train.checkpoint import build_models, load_generator
