@@ -309,3 +309,40 @@ def test_source_iterations_change_retrains_and_a_killed_job_resumes(completed_ru
     assert losses == (fresh.root / run_dir.relative_to(rerun.root) / "losses.csv").read_text()
     assert len(losses.splitlines()) == 1 + 60  # header + every step (log_every 1)
     assert not (run_dir / "checkpoint.pt").exists() and not list(run_dir.glob(".*.tmp"))
+
+
+def _mtimes(project) -> dict[str, int]:
+    """{path under results/: mtime in ns} of every file the workflow wrote (the FID cache aside)."""
+    base = project.root / "results"
+    return {str(p.relative_to(project.root)): p.stat().st_mtime_ns
+            for p in base.rglob("*") if p.is_file() and ".cache" not in p.relative_to(base).parts}
+
+
+def test_reruns_rewrite_only_what_a_change_reaches(completed_run, tmp_path):
+    """Run, not planned: an evaluation-protocol change rewrites every evaluation and no sample, task or
+    source file; then a method option rewrites that method's tasks, samples and evaluations (new
+    weights) and nothing of the other methods."""
+    project = completed_run.copy(tmp_path / "lfsgan")
+    config = yaml.safe_load(project.read_config())
+    before = _mtimes(project)
+    config["evaluation"]["lpips"]["cluster_size"] += 1
+    project.write_config(yaml.safe_dump(config, sort_keys=False))
+    project.snakemake(*PROFILE)
+    after = _mtimes(project)
+    rewritten = {p for p in before if after[p] != before[p]}
+    evals = {p for p in before if p.startswith("results/eval/")}
+    assert evals and evals <= rewritten, sorted(evals - rewritten)
+    untouched = ("results/samples/", "results/tasks/", "results/source/", "results/fisher/", "results/data/",
+                 "results/extractor/")
+    assert not [p for p in rewritten if p.startswith(untouched)], sorted(rewritten)
+
+    config["methods"]["ewc"]["options"]["lambda"] *= 2
+    project.write_config(yaml.safe_dump(config, sort_keys=False))
+    project.snakemake(*PROFILE)
+    final = _mtimes(project)
+    rewritten = {p for p in after if final[p] != after[p]}
+    ewc = {p for p in after if p.startswith(("results/tasks/ewc/", "results/samples/ewc/", "results/eval/ewc/"))}
+    assert ewc and ewc <= rewritten, sorted(ewc - rewritten)
+    others = [p for p in rewritten if any(f"/{m}/" in p for m in config["methods"] if m != "ewc")]
+    assert not others, others
+    assert not same_weights(weights(project, EWC_TASK), weights(completed_run, EWC_TASK))

@@ -42,7 +42,6 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
-from scipy import ndimage
 
 from lfsgan.data.images import resample_filter
 from lfsgan.data.mnist import load_mnist_5k
@@ -145,10 +144,14 @@ def colourise(masks: np.ndarray, background: np.ndarray, stroke: np.ndarray) -> 
 
 
 def _dilate(masks: np.ndarray) -> np.ndarray:
+    from scipy import ndimage  # lazy: only preparation draws the demo domains; every verb imports this module
+
     return ndimage.grey_dilation(masks, size=(1, 3, 3))  # max over each 3×3 neighbourhood
 
 
 def _erode(masks: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
     return ndimage.grey_erosion(masks, size=(1, 3, 3))  # min over each 3×3 neighbourhood
 
 

@@ -11,13 +11,34 @@ per task.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import sys
 from typing import Any, Callable, Iterator
 
-import tensorly as tl
 import torch
 from torch import nn
 
 from lfsgan.io import key_mismatch
+
+
+class _LazyModule:
+    """A module imported on first attribute access; every access reads the module's attribute anew
+    (tensorly's dispatch stays exactly what ``import tensorly as tl`` gives).
+
+    ``tensorly`` takes ~1 s to import (it imports scipy); verbs that build no adapter (the source's
+    and fine-tuning's or EWC's samples) import this package for the method registry and should not pay it.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module = sys.modules.get(self._name) or importlib.import_module(self._name)
+        return getattr(module, attr)
+
+
+#: ``tensorly``, imported when first used (see :class:`_LazyModule`)
+tl = _LazyModule("tensorly")
 
 
 @contextlib.contextmanager

@@ -44,13 +44,12 @@ from __future__ import annotations
 
 import math
 
-import tensorly as tl
 import torch
 from torch import nn
 
 from lfsgan.models import EqualLinear, ModulatedConv2d
 
-from .adapters import pytorch_backend
+from .adapters import pytorch_backend, tl
 
 INITS = ("trainable", "faithful")
 

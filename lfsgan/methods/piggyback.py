@@ -32,14 +32,13 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-import tensorly as tl
 import torch
 from torch import nn
 
 from lfsgan.models import EqualLinear
 
 from .adapters import (adaptable_layers, adapter_parameters, adapter_state, attach_adapters,
-                       detach_adapters, load_adapter_state, pytorch_backend)
+                       detach_adapters, load_adapter_state, pytorch_backend, tl)
 from .base import Method, TaskContext
 
 

@@ -11,7 +11,7 @@
 
 Modules: ``config``, ``losses``, ``ema``, ``optim`` (lazy-regularised Adam), ``state`` (tensor/JSON
 split of optimiser and sampler state), ``sampler`` (the data protocol), ``logs``, ``checkpoint``,
-``distributed``, ``step``, ``loop``.
+``distributed``, ``fastpath`` (the step's optional bfloat16 / channels-last / compiled paths), ``step``, ``loop``.
 """
 
 from lfsgan.train.checkpoint import build_models, load_generator

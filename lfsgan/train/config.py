@@ -16,6 +16,8 @@ import torch
 from lfsgan.train.augment import parse_policy
 
 DEVICES = ("cpu", "cuda", "auto")
+PRECISIONS = ("float32", "bfloat16")
+ADAM_IMPLS = ("default", "foreach", "fused")
 
 
 @dataclass
@@ -46,6 +48,12 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
+    # fast paths (lfsgan.train.fastpath); the defaults are float32 eager, the reference numerics
+    precision: str = "float32"  # float32 | bfloat16 (autocast of the D and G steps' forward passes)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile of G's and D's forward (needs a C++ compiler on the CPU)
+    adam_impl: str = "default"  # default | foreach | fused
+    cudnn_benchmark: bool = False  # CUDA only
     #: data-parallel processes per node (one per GPU on CUDA) and nodes; ``batch`` is the total over
     #: all ``devices * nodes`` of them (see :mod:`lfsgan.train.distributed`). 1 x 1: one process.
     devices: int = 1
@@ -77,6 +85,12 @@ class TrainConfig:
         self.mode_seeking_schedule = _check_schedule(self.mode_seeking_schedule)
         if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1] or null, got {self.ema_decay!r}")
+        for name, allowed in (("precision", PRECISIONS), ("adam_impl", ADAM_IMPLS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("channels_last", "compile", "cudnn_benchmark"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.batch % self.world_size:
             raise ValueError(f"TrainConfig.batch = {self.batch} is the total batch over devices x nodes = {self.world_size} "
                              f"processes and must be a multiple of {self.world_size}")

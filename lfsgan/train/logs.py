@@ -59,10 +59,28 @@ def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
+def image_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """``images`` ``[N, 3, H, W]`` in [-1, 1] as one uint8 ``[H', W', 3]`` grid: ``torchvision.utils.save_image``'s
+    ``make_grid(nrow, padding=2, normalize=True, value_range=(-1, 1))`` and rounding, byte for byte, without
+    importing torchvision (~2.5 s: it imports ``torch._dynamo``), which a sampling job otherwise pays for one PNG."""
+    x = images.detach().float().cpu().clamp(-1, 1).sub(-1).div(2)  # [N, 3, H, W] in [0, 1]
+    n, c, h, w = x.shape
+    if n == 1:
+        grid = x[0]
+    else:
+        cols = min(nrow, n)
+        rows = int(math.ceil(n / cols))
+        grid = x.new_zeros((c, (h + padding) * rows + padding, (w + padding) * cols + padding))
+        for k in range(n):
+            y0, x0 = (k // cols) * (h + padding) + padding, (k % cols) * (w + padding) + padding
+            grid[:, y0 : y0 + h, x0 : x0 + w] = x[k]
+    return grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8)
+
+
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
     """Save ``images`` ``[N, 3, H, W]`` in [-1, 1] as one PNG grid (``nrow`` defaults to ~sqrt(N))."""
-    from torchvision.utils import save_image  # lazy: torchvision is slow to import
+    from PIL import Image
 
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
     with atomic_path(path) as tmp:
-        save_image(images.detach().float().cpu(), tmp, nrow=nrow, normalize=True, value_range=(-1, 1), format="png")
+        Image.fromarray(image_grid(images, nrow).numpy()).save(tmp, format="png")

@@ -16,6 +16,10 @@ path-length probe ``y`` from the trainer's own ``torch.Generator``s; a method's 
 ``torch.Generator`` attributes it keeps (see :meth:`Trainer.generators`); per-layer noise from torch's
 global RNG (see :func:`lfsgan.train.state.global_rng_state`); real batches from the sampler.
 
+Fast paths (:mod:`lfsgan.train.fastpath`, all off by default): steps 1 and 3 may run under bfloat16
+autocast and through ``torch.compile``d G and D, in channels-last memory order; R1 and the path-length
+term always run the eager modules in float32.
+
 Data-parallel (a :class:`lfsgan.train.distributed.Shard` of several processes): ``real`` holds this
 rank's rows of the batch; latents, the style-mixing cut and the path-length probe are drawn for the
 whole batch and this rank keeps its rows; the loop averages gradients over the ranks before every
@@ -31,6 +35,7 @@ import torch
 from torch import nn
 
 from lfsgan.methods.base import Method
+from lfsgan.train import fastpath
 from lfsgan.train.augment import diff_augment, parse_policy
 from lfsgan.train.config import TrainConfig
 from lfsgan.train.distributed import SINGLE, Shard
@@ -79,20 +84,23 @@ class Trainer:
         self.default = Method({"style_mixing": cfg.style_mixing})  # source latents and path-reg latents
         self.method = method if method is not None else self.default
         self.extra = self.method.extra_discriminator_modules()
+        device = next(G.parameters()).device
+        self.fast = fastpath.resolve(cfg, device)  # float32 eager unless cfg asks for more
+        fastpath.prepare_modules(self.fast, G, D, self.extra)
+        self.G_step, self.D_step = fastpath.compiled(self.fast, G), fastpath.compiled(self.fast, D)  # the D/G steps' forwards
         self.g_params = [p for p in self.method.generator_parameters(G)]
         frozen = {id(p) for p in D.first_blocks_parameters(cfg.freeze_d)}  # FreezeD
         self.d_params = [p for p in self.method.discriminator_parameters(D) if id(p) not in frozen]
         if self.extra is not None:
             self.d_params += list(self.extra.parameters())
-        self.g_optim = lazy_adam(self.g_params, cfg.lr_g, cfg.path_reg_every, cfg.path_reg_weight > 0)
-        self.d_optim = lazy_adam(self.d_params, cfg.lr_d, cfg.r1_every, cfg.r1_gamma > 0)
+        self.g_optim = lazy_adam(self.g_params, cfg.lr_g, cfg.path_reg_every, cfg.path_reg_weight > 0, cfg.adam_impl)
+        self.d_optim = lazy_adam(self.d_params, cfg.lr_d, cfg.r1_every, cfg.r1_gamma > 0, cfg.adam_impl)
         self.g_ema = make_ema(G) if (method is None or method.uses_ema) else None
         self.ema_decay = cfg.resolved_ema_decay()
         self.latent_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "latents"))
         self.path_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "path_noise"))
         self.augment = parse_policy(cfg.augment)  # DiffAugment on everything D reads; () = off
         self.augment_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "augment")) if self.augment else None
-        device = next(G.parameters()).device
         self.mean_path_length = torch.zeros((), device=device)  # running mean a of Eq. 4
 
     # --- what a checkpoint holds -------------------------------------------------------------
@@ -121,31 +129,35 @@ class Trainer:
         return self.g_ema if self.g_ema is not None else self.G
 
     # --- one iteration -----------------------------------------------------------------------
-    def _discriminate(self, images: torch.Tensor, step: int) -> torch.Tensor:
-        """The method's D logits on ``images [B, 3, H, W]``, DiffAugment-ed first when ``cfg.augment`` is set."""
+    def _discriminate(self, D: nn.Module, images: torch.Tensor, step: int) -> torch.Tensor:
+        """The method's logits of ``D`` (the module or its compiled forward) on ``images [B, 3, H, W]``,
+        DiffAugment-ed first when ``cfg.augment`` is set."""
         if self.augment:
             images = diff_augment(images, self.augment, self.augment_gen, self.shard)
-        return self.method.discriminate(self.D, images, step)
+        return self.method.discriminate(D, images, step)
 
     def _fake(self, method: Method, step: int, batch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Fakes ``[B, 3, H, W]`` and the latents (1 or 2 tensors ``[B, style_dim]``) that made them
         (``B = batch``, this rank's rows of the whole batch's draw)."""
         latents = [self.shard.rows(z) for z in method.sample_latents(step, batch * self.shard.size, self.G, self.latent_gen)]
         inject = int(torch.randint(1, self.G.n_latent, (), generator=self.latent_gen)) if len(latents) == 2 else None
-        return self.G(latents, inject_index=inject), latents
+        return self.G_step(latents, inject_index=inject), latents
 
     def step(self, step: int, real: torch.Tensor) -> dict[str, Any]:
         """Run iteration ``step`` on the real batch ``real [B, 3, H, W]``; returns the losses (floats)."""
-        cfg, G, D, m = self.cfg, self.G, self.D, self.method
+        cfg, G, m, fast = self.cfg, self.G, self.method, self.fast
+        D = self.D_step  # the module itself unless compiled; R1 below differentiates twice, so it runs self.D
+        real = fast.images(real)
         batch = real.shape[0]
         out: dict[str, Any] = {"step": step, "kimg": (step + 1) * batch * self.shard.size / 1000}
 
         # 1. discriminator
         _set_requires_grad(self.d_params, True)
-        with torch.no_grad():
+        with torch.no_grad(), fast.autocast():
             fake, _ = self._fake(m, step, batch)
-        fake_pred = self._discriminate(fake, step)  # [B, 1] or [B, 1, h, w]
-        real_pred = self._discriminate(real, step)
+        with fast.autocast():
+            fake_pred = self._discriminate(D, fake, step).float()  # [B, 1] or [B, 1, h, w]
+            real_pred = self._discriminate(D, real, step).float()
         d_loss = d_logistic_loss(real_pred, fake_pred)
         _check_finite("d_loss", d_loss, step)
         self.d_optim.zero_grad(set_to_none=True)
@@ -156,7 +168,7 @@ class Trainer:
         # 2. lazy R1 on reals
         if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
             real_r1 = real.detach().requires_grad_(True)
-            r1 = r1_penalty(self._discriminate(real_r1, step), real_r1)
+            r1 = r1_penalty(self._discriminate(self.D, real_r1, step), real_r1)
             _check_finite("r1", r1, step)
             self.d_optim.zero_grad(set_to_none=True)
             (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
@@ -165,14 +177,15 @@ class Trainer:
 
         # 3. generator
         _set_requires_grad(self.d_params, False)
-        fake, latents = self._fake(m, step, batch)
-        g_loss = g_nonsaturating_loss(self._discriminate(fake, step))
+        with fast.autocast():
+            fake, latents = self._fake(m, step, batch)
+            g_loss = g_nonsaturating_loss(self._discriminate(D, fake, step).float())
         _check_finite("g_loss", g_loss, step)
-        terms = m.generator_loss_terms(G, D, real, step)
+        terms = m.generator_loss_terms(G, self.D, real, step)
         ms_weight = cfg.mode_seeking_weight_at(step)
         if ms_weight > 0:
             z = torch.cat(latents, 1)  # [B, L]
-            ms = mode_seeking_penalty(fake, z, cfg.mode_seeking_pool)
+            ms = mode_seeking_penalty(fake.float(), z, cfg.mode_seeking_pool)  # float32 also after bf16 autocast
             terms = {**terms, "msgan": ms_weight * ms}
         for name, value in terms.items():
             _check_finite(name, value, step)

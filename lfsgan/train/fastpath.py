@@ -1,0 +1,120 @@
+"""Optional fast paths of a training step, each a ``train`` key and each off by default.
+
+- ``precision: bfloat16``: the D and G steps' forward passes under ``torch.autocast(dtype=bfloat16)``
+  (matmuls and convolutions in bfloat16, losses and reductions in float32; weights, gradients and
+  Adam stay float32). The lazy regularisers (R1, path length) stay float32: they differentiate twice.
+  Needs a CPU with native bfloat16 (oneDNN's check) or a CUDA GPU that supports it.
+- ``channels_last: true``: G's and D's 4-D weights and the image batches in NHWC memory order
+  (oneDNN and cuDNN convolutions prefer it). Same numbers up to the convolution algorithm's rounding.
+- ``compile: true``: ``torch.compile`` of G's and D's forward in the D and G steps (the regularisers
+  run the same modules eagerly: compiled graphs do not support double backward). Needs a C++
+  compiler on the CPU, Triton on CUDA; the first steps pay the compilation (tens of seconds).
+  Random draws inside the compiled graphs use eager's generator (``fallback_random``), so the
+  per-layer noise is the draw an eager run makes.
+- ``adam_impl: foreach | fused``: Adam's multi-tensor or fused kernel instead of torch's default
+  (the per-parameter loop on the CPU, ``foreach`` on CUDA).
+- ``cudnn_benchmark: true``: cuDNN autotuning (CUDA only; not bit-reproducible between runs).
+
+A fast path the platform lacks is switched off with one WARNING log line naming why; the run goes on
+in float32 eager. All are unmeasured on a GPU; CPU measurements are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def bf16_supported(device: torch.device) -> tuple[bool, str]:
+    """(whether bfloat16 autocast runs natively on ``device``, why not)."""
+    if device.type == "cuda":
+        return (True, "") if torch.cuda.is_bf16_supported() else (False, "this GPU has no bfloat16 support")
+    if device.type == "cpu":
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return (True, "") if native else (False, "this CPU has no native bfloat16 (oneDNN reports none; it would be emulated, slower)")
+    return False, f"bfloat16 autocast is not set up for device type {device.type!r}"
+
+
+def compile_supported(device: torch.device) -> tuple[bool, str]:
+    """(whether ``torch.compile``'s inductor backend can build kernels for ``device``, why not)."""
+    if device.type == "cuda":
+        return (True, "") if importlib.util.find_spec("triton") else (False, "Triton is not installed")
+    compiler = os.environ.get("CXX") or next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
+    return (True, "") if compiler and shutil.which(compiler) else (False, "no C++ compiler (g++, c++, clang++ or $CXX) on PATH")
+
+
+@dataclass
+class FastPath:
+    """The fast paths in effect for one :class:`lfsgan.train.step.Trainer` (after availability checks)."""
+
+    device_type: str = "cpu"
+    bf16: bool = False
+    channels_last: bool = False
+    compiled: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The D/G steps' forward context: bfloat16 autocast when on, else nothing."""
+        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch ``[B, 3, H, W]`` in the memory order the modules use."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def effective(self) -> dict[str, bool]:
+        return {"bf16": self.bf16, "channels_last": self.channels_last, "compile": self.compiled}
+
+
+def resolve(cfg, device: torch.device) -> FastPath:
+    """The fast paths ``cfg`` (a :class:`~lfsgan.train.config.TrainConfig`) asks for that ``device`` has;
+    one WARNING per requested path that is switched off, one INFO line naming those in effect."""
+    fp = FastPath(device_type=device.type)
+    if cfg.precision == "bfloat16":
+        fp.bf16, why = bf16_supported(device)
+        if not fp.bf16:
+            log.warning("train.precision bfloat16 is off: %s; training in float32", why)
+    fp.channels_last = bool(cfg.channels_last)
+    if cfg.compile:
+        fp.compiled, why = compile_supported(device)
+        if not fp.compiled:
+            log.warning("train.compile is off: %s; training eagerly", why)
+    if cfg.cudnn_benchmark:
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        else:
+            log.warning("train.cudnn_benchmark is off: the device is %s, not CUDA", device.type)
+    on = [k for k, v in fp.effective().items() if v] + ([f"adam {cfg.adam_impl}"] if cfg.adam_impl != "default" else [])
+    if on:
+        log.info("training fast paths: %s (unmeasured on GPU unless docs/benchmarks.md says otherwise)", ", ".join(on))
+    return fp
+
+
+def prepare_modules(fp: FastPath, *modules: nn.Module | None) -> None:
+    """Convert ``modules`` in place to the fast path's memory order (parameters keep their identity)."""
+    if not fp.channels_last:
+        return
+    for m in modules:
+        if m is None:
+            continue
+        for t in [*m.parameters(), *m.buffers()]:
+            if t.dim() == 4:  # conv weights [out, in, k, k]; the modulated convs' [1, out, in, k, k] stay
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+
+def compiled(fp: FastPath, module: nn.Module) -> nn.Module:
+    """``torch.compile(module)`` (sharing its parameters) when compilation is on, else ``module``."""
+    if not fp.compiled:
+        return module
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True  # the per-layer noise: eager's generator, eager's draws
+    return torch.compile(module)
+
