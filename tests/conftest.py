@@ -232,6 +232,19 @@ def init_dvc_repo(project: Project) -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test (small tensors: one thread is fastest, and on a shared CPU two
+    threads mostly wait for each other); a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def fresh_project(tmp_path) -> Project:
     """A copy of the working tree with the test config and no results."""
     return copy_worktree(tmp_path / "lfsgan")

@@ -28,12 +28,7 @@ MODEL = dict(size=16, style_dim=16, n_mlp=2, channel_multiplier=1, channel_max=1
 LOSSES = ("d_loss", "r1", "g_loss", "path")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(*modules: torch.nn.Module) -> torch.Tensor:

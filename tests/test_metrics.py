@@ -58,13 +58,7 @@ def waves(n: int, kind: int, seed: int, size: int = 16) -> torch.Tensor:
     return x.unsqueeze(1).expand(n, 3, size, size).contiguous()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is fastest, and on a shared CPU two threads mostly wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,7 @@ MODEL = dict(size=16, style_dim=16, n_mlp=2, channel_multiplier=1, channel_max=1
 SHOTS = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def models(seed: int = 0) -> tuple[nn.Module, nn.Module]:
