@@ -311,6 +311,21 @@ def test_render_style_draws_any_digit_in_any_style():
     assert torch.equal(render_style("inverted", inverted.rows()[:5]), inverted.render(32)[:5])
 
 
+def test_readout_style_is_seeded_varied_and_legible():
+    """The digit head's random rendering: the same bytes for the same seed, a different colour pair per
+    image, and the digit always stands out from its background (the corner pixel is background)."""
+    from lfsgan.data.demo import READOUT_STYLES
+
+    assert not set(READOUT_STYLES) & set(STYLES)  # no domain draws it
+    rows = np.flatnonzero(load_mnist_5k().labels == 3)[:64]
+    x = render_style("random", rows, seed=0)  # [64, 3, 32, 32]
+    assert torch.equal(x, render_style("random", rows, seed=0)) and not torch.equal(x, render_style("random", rows, seed=1))
+    luma = (x.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1)  # [64, 32, 32]
+    background = luma[:, 0, 0]
+    assert len({tuple(c) for c in x[:, :, 0, 0].tolist()}) > 50  # colours drawn per image
+    assert ((luma - background[:, None, None]).abs().amax(dim=(1, 2)) > 40).all()  # a visible stroke on each
+
+
 def test_demo_domains_visually_distinct(demo_images):
     def stats(x: torch.Tensor) -> torch.Tensor:
         f = x.float()

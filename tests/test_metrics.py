@@ -480,18 +480,21 @@ def test_digit_renders_cover_every_digit_in_every_style_once(digit_extractor):
 
     _, _, sets = digit_extractor
     extra, digits, styles, names = digit_renders(sets, {"data": {"resolution": 16, "resize_filter": "lanczos"}})
-    assert names == ["plain", "inverted", "sketch", "colour"]
+    assert names == ["plain", "inverted", "sketch", "colour", "random"]
     for i, s in enumerate(sets):  # each style: the domain's 1,750 images + the other 3,250 rows = all 5,000 digits
         assert int((styles == i).sum()) + len(s.images) == 5000
         assert set(digits[styles == i].tolist()) == set(range(10))
+    random = styles == 4  # the read-out-only rendering: every digit once, no domain holds it
+    every_digit = torch.bincount(digits[styles == 0], minlength=10) + torch.bincount(sets[0].labels, minlength=10)
+    assert int(random.sum()) == 5000 and torch.equal(torch.bincount(digits[random], minlength=10), every_digit)
 
 
 def test_extractor_digit_head_records_heldout_accuracy_per_style(digit_extractor):
     _, meta, _ = digit_extractor
     acc = meta["heldout_accuracy"]
-    assert meta["arch"]["n_digits"] == 10 and meta["heldout"]["n_images"] == round(0.1 * 20000)
-    assert meta["n_digit_only_images"] == 4 * 5000 - 4 * 1750
-    assert set(acc["digit_per_style"]) == {"plain", "inverted", "sketch", "colour"}
+    assert meta["arch"]["n_digits"] == 10 and meta["heldout"]["n_images"] == round(0.1 * 25000)
+    assert meta["n_digit_only_images"] == 4 * 5000 - 4 * 1750 + 5000
+    assert set(acc["digit_per_style"]) == {"plain", "inverted", "sketch", "colour", "random"}
     assert acc["domain"] > 0.95 and all(a > 0.6 for a in acc["digit_per_style"].values()), acc
 
 

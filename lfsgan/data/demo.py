@@ -23,7 +23,9 @@ the targets), so the source never trains on a target image:
   The source never drew them, so a method must invent shapes from 10 images; no demo task uses it.
 
 Every style can also render all ten digits (:func:`render_style`): the demo extractor's digit head
-learns each digit in each style from those renders, so it reads a digit the same in any style.
+learns each digit in each style from those renders, and in a random rendering no domain uses
+(:data:`READOUT_STYLES`: filled, thick or hollow strokes in random colours), so it reads a digit the
+same in any style — including the in-between renderings a generator draws while it adapts.
 
 Everything is integer arithmetic on a fixed file with a seeded numpy generator, so the bytes are the
 same on every machine (tests pin their sha256). Bump :data:`RECIPE_VERSION` when a recipe changes
@@ -123,9 +125,10 @@ def select_rows(digits: tuple[int, ...], half: str | None = None) -> np.ndarray:
 def render_style(
     style: str, rows: np.ndarray, seed: int = 0, resolution: int = DEMO_RESOLUTION, resize_filter: str = "lanczos"
 ) -> torch.Tensor:
-    """The MNIST ``rows`` drawn in ``style`` (a key of :data:`STYLES`) as uint8 ``[N, 3, R, R]``."""
+    """The MNIST ``rows`` drawn in ``style`` (a key of :data:`STYLES` or :data:`READOUT_STYLES`) as uint8
+    ``[N, 3, R, R]``."""
     masks = np.pad(load_mnist_5k().digits[rows], ((0, 0), (PAD, PAD), (PAD, PAD)))  # [N, 32, 32]
-    rgb = STYLES[style](masks, np.random.default_rng(seed))  # [N, 32, 32, 3]
+    rgb = {**STYLES, **READOUT_STYLES}[style](masks, np.random.default_rng(seed))  # [N, 32, 32, 3]
     if resolution != DEMO_RESOLUTION:
         resample = resample_filter(resize_filter)
         rgb = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), resample)) for im in rgb])
@@ -153,6 +156,13 @@ def _erode(masks: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     return ndimage.grey_erosion(masks, size=(1, 3, 3))  # min over each 3×3 neighbourhood
+
+
+def _blur(masks: np.ndarray) -> np.ndarray:
+    """A 3×3 binomial blur ([1, 2, 1] ⊗ [1, 2, 1] / 16, edges repeated), rounded, in integers."""
+    m = np.pad(masks.astype(np.int32), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    rows = m[:, :-2] + 2 * m[:, 1:-1] + m[:, 2:]  # [N, H, W + 2]
+    return ((rows[:, :, :-2] + 2 * rows[:, :, 1:-1] + rows[:, :, 2:] + 8) // 16).astype(np.uint8)
 
 
 def _hsv_to_rgb255(h: float, s: float, v: float) -> list[int]:
@@ -183,7 +193,48 @@ def _colour(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return colourise(_dilate(masks), background=background, stroke=stroke)
 
 
+def _contrasting_colours(n: int, rng: np.random.Generator, min_contrast: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random (background, stroke) RGB pairs whose luma differs by at least ``min_contrast``
+    (a pair too close in luma takes the background's complement as its stroke)."""
+    bg = rng.integers(0, 256, (n, 3))  # [n, 3]
+    fg = rng.integers(0, 256, (n, 3))
+    luma = lambda c: c @ np.array([299, 587, 114]) // 1000  # noqa: E731 — ITU-R 601 luma, integer
+    low = np.abs(luma(fg) - luma(bg)) < min_contrast
+    fg[low] = 255 - bg[low]
+    still_low = np.abs(luma(fg) - luma(bg)) < min_contrast  # mid-grey backgrounds: go to black or white
+    fg[still_low] = np.where(luma(bg[still_low])[:, None] < 128, 255, 0)
+    return bg.astype(np.uint8), fg.astype(np.uint8)
+
+
+def _random_style(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each digit in a random rendering — filled, thick, hollow outline, or outline around a fill of a
+    third colour; half of them blurred — in random contrasting colours, shifted by up to 2 px. Not a domain: the demo
+    extractor's digit head learns from it so that a digit reads the same in renderings no domain has
+    (a generator between two styles draws such images)."""
+    n = len(masks)
+    shift = rng.integers(-PAD, PAD + 1, (n, 2))  # [n, 2] within the 2 px of padding
+    masks = np.stack([np.roll(m, tuple(s), axis=(0, 1)) for m, s in zip(masks, shift)])
+    thick = _dilate(masks)
+    outline = thick - _erode(thick)
+    kind = rng.integers(0, 4, n)  # 0 filled, 1 thick, 2 outline, 3 outline around a filled interior
+    shape = np.where((kind == 0)[:, None, None], masks, np.where((kind == 1)[:, None, None], thick, outline))
+    soft = rng.random(n) < 0.5  # half of them soft-edged, as a generator draws strokes: a [1, 2, 1]² blur
+    shape[soft] = _blur(shape[soft])
+    bg, fg = _contrasting_colours(n, rng)
+    rgb = colourise(shape, background=bg, stroke=fg)  # [n, 32, 32, 3]
+    filled = kind == 3
+    if filled.any():
+        fill_bg, fill = _contrasting_colours(int(filled.sum()), rng)
+        inside = colourise(thick[filled], background=bg[filled], stroke=fill_bg)  # interior in a third colour
+        m = outline[filled].astype(np.int32)[..., None]  # [k, 32, 32, 1]
+        rgb[filled] = ((inside.astype(np.int32) * (255 - m) + fg[filled][:, None, None, :].astype(np.int32) * m + 127)
+                       // 255).astype(np.uint8)
+    return rgb
+
+
 STYLES: dict[str, Style] = {"plain": _plain, "inverted": _inverted, "sketch": _sketch, "colour": _colour}
+#: Renderings that no domain uses, for the demo extractor's digit head only.
+READOUT_STYLES: dict[str, Style] = {"random": _random_style}
 
 DEMO_DOMAINS: dict[str, DemoDomain] = {
     d.name: d

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from lfsgan.data import PreparedDataset, load_prepared
-from lfsgan.data.demo import ALL_DIGITS, demo_domain, render_style, select_rows
+from lfsgan.data.demo import ALL_DIGITS, READOUT_STYLES, demo_domain, render_style, select_rows
 from lfsgan.data.mnist import load_mnist_5k
 from lfsgan.metrics import train_demo_extractor
 from lfsgan.verbs._common import setup_torch
@@ -16,10 +16,11 @@ from lfsgan.verbs._common import setup_torch
 
 def digit_renders(sets: list[PreparedDataset], cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """Every MNIST digit 0–9 in the style of each built-in domain, except the rows a domain of that
-    style already holds (an image is never both a domain image and a digit-only copy of itself).
+    style already holds (an image is never both a domain image and a digit-only copy of itself), then
+    every digit once more in each of :data:`~lfsgan.data.demo.READOUT_STYLES` (random renderings).
 
     Returns (images uint8 [M, 3, R, R], digits int64 [M], style index int64 [M], style names); the
-    styles of the domains themselves come first, in the order of ``sets``.
+    styles of the domains themselves come first, in the order of ``sets``, the read-out styles last.
     """
     styles: dict[str, list[dict]] = {}
     for s in sets:
@@ -35,10 +36,16 @@ def digit_renders(sets: list[PreparedDataset], cfg: dict) -> tuple[torch.Tensor,
                                    cfg["data"]["resolution"], cfg["data"]["resize_filter"]))
         digits.append(torch.from_numpy(labels[rows].astype(np.int64)))
         style_ids.append(torch.full((len(rows),), i, dtype=torch.long))
+    if styles:
+        every = select_rows(ALL_DIGITS)
+        for i, style in enumerate(READOUT_STYLES, start=len(styles)):
+            images.append(render_style(style, every, 0, cfg["data"]["resolution"], cfg["data"]["resize_filter"]))
+            digits.append(torch.from_numpy(labels[every].astype(np.int64)))
+            style_ids.append(torch.full((len(every),), i, dtype=torch.long))
     if not styles:
         empty = torch.zeros(0, dtype=torch.long)
         return torch.zeros(0, 3, cfg["data"]["resolution"], cfg["data"]["resolution"], dtype=torch.uint8), empty, empty, []
-    return torch.cat(images), torch.cat(digits), torch.cat(style_ids), list(styles)
+    return torch.cat(images), torch.cat(digits), torch.cat(style_ids), [*styles, *READOUT_STYLES]
 
 
 def run(cfg: dict, data: list[str], out: str) -> None:
