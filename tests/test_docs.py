@@ -53,7 +53,7 @@ ALLOWED = {
     "lfsgan weights --config config/paper.yaml": "exits 1 until the paper's checkpoint and weights files are in place",
     "lfsgan weights --config config/paper.yaml --fetch": "the internet (downloads Inception and VGG16 weights)",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/study.yaml":
-        "about 70 minutes on 2 cores; planned with -n by test_every_config_plans_with_its_documented_command",
+        "about 45 minutes on 2 cores; planned with -n by test_every_config_plans_with_its_documented_command",
     "snakemake --workflow-profile workflow/profiles/slurm --configfile my-source.yaml":
         "a SLURM cluster with GPUs and a source config of your own; tests/test_slurm.py runs the same rule on 2 CPU processes",
     "python -m torch.distributed.run --standalone --nproc-per-node=4 --no-python lfsgan pretrain --config my-source.yaml --seed 0 --data results/data/ffhq --out results/source/seed0":
@@ -61,7 +61,7 @@ ALLOWED = {
     'srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1 python -m torch.distributed.run --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${LFSGAN_RDZV_PORT:-29500}" --rdzv-id="$SLURM_JOB_ID" --no-python lfsgan pretrain --config my-source.yaml --seed 0 --data results/data/ffhq --out results/source/seed0':
         "two GPU nodes inside a SLURM job; tests/test_distributed.py checks that the rule plans this command",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/sweep.yaml":
-        "about an hour on 2 cores (66 jobs, 14 task trainings); planned with -n by test_every_config_plans_with_its_documented_command",
+        "half an hour or more on 2 cores (its last run: 92 jobs, 23 min); planned with -n by test_every_config_plans_with_its_documented_command",
 }
 
 # Pages whose commands run in a copy of the working tree (cheap: help texts and dry runs) ...
