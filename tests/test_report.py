@@ -83,8 +83,8 @@ def test_quality_readout_runs_and_records_its_protocol(completed_run):
     assert {d["name"] for d in ex["training_data"]} == {"mnist-source", "inverted", "sketch"}
     assert all(len(d["images_sha256"]) == 64 and len(d["labels_sha256"]) == 64 for d in ex["training_data"])
     assert 0 <= ex["heldout_accuracy"]["digit"] <= 1 and 0 <= ex["heldout_accuracy"]["domain"] <= 1
-    per_style = ex["heldout_accuracy"]["digit_per_style"]  # the digit head reads digits 0-9 in each domain's style
-    assert set(per_style) == {"plain", "inverted", "sketch"} and all(0 <= a <= 1 for a in per_style.values())
+    per_style = ex["heldout_accuracy"]["digit_per_style"]  # digits 0-9 in each domain's style and in random renderings
+    assert set(per_style) == {"plain", "inverted", "sketch", "random"} and all(0 <= a <= 1 for a in per_style.values())
     assert q["coverage_of"] == 7 and 0 <= q["coverage"] <= 7 and 0 <= q["memorised_share"] <= 1
     assert len(p["memorisation_tau"]) == 10  # one threshold per training shot
     src = json.loads((root / "results" / "quality" / "source" / "seed1.json").read_text())
