@@ -138,11 +138,16 @@ def render_style(
 def colourise(masks: np.ndarray, background: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     """Blend per pixel: ``(bg·(255 − m) + fg·m) / 255``, rounded, in exact integer arithmetic.
 
-    masks: uint8 [N, H, W]; background, stroke: uint8 [3] or [N, 3]. Returns uint8 [N, H, W, 3].
+    masks: uint8 [N, H, W]; background, stroke: uint8 [3], [N, 3] (one colour per image) or
+    [N, H, W, 3] (an image). Returns uint8 [N, H, W, 3].
     """
     m = masks.astype(np.int32)[..., None]  # [N, H, W, 1]
-    bg = np.broadcast_to(np.asarray(background, np.int32), (len(masks), 3))[:, None, None, :]  # [N, 1, 1, 3]
-    fg = np.broadcast_to(np.asarray(stroke, np.int32), (len(masks), 3))[:, None, None, :]
+
+    def per_pixel(colour: np.ndarray) -> np.ndarray:  # -> int32 broadcastable to [N, H, W, 3]
+        c = np.asarray(colour, np.int32)
+        return c if c.ndim == 4 else np.broadcast_to(c, (len(masks), 3))[:, None, None, :]
+
+    bg, fg = per_pixel(background), per_pixel(stroke)
     return ((bg * (255 - m) + fg * m + 127) // 255).astype(np.uint8)
 
 
@@ -224,11 +229,9 @@ def _random_style(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rgb = colourise(shape, background=bg, stroke=fg)  # [n, 32, 32, 3]
     filled = kind == 3
     if filled.any():
-        fill_bg, fill = _contrasting_colours(int(filled.sum()), rng)
+        fill_bg, _ = _contrasting_colours(int(filled.sum()), rng)
         inside = colourise(thick[filled], background=bg[filled], stroke=fill_bg)  # interior in a third colour
-        m = outline[filled].astype(np.int32)[..., None]  # [k, 32, 32, 1]
-        rgb[filled] = ((inside.astype(np.int32) * (255 - m) + fg[filled][:, None, None, :].astype(np.int32) * m + 127)
-                       // 255).astype(np.uint8)
+        rgb[filled] = colourise(outline[filled], background=inside, stroke=fg[filled])  # the outline over it
     return rgb
 
 

@@ -27,6 +27,9 @@ def digit_renders(sets: list[PreparedDataset], cfg: dict) -> tuple[torch.Tensor,
         recipe = s.manifest.get("source") or {}
         if recipe.get("kind") == "builtin" and recipe.get("style"):
             styles.setdefault(recipe["style"], []).append(recipe)
+    if not styles:
+        empty = torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, 3, cfg["data"]["resolution"], cfg["data"]["resolution"], dtype=torch.uint8), empty, empty, []
     labels = load_mnist_5k().labels
     images, digits, style_ids = [], [], []
     for i, (style, recipes) in enumerate(styles.items()):
@@ -36,15 +39,11 @@ def digit_renders(sets: list[PreparedDataset], cfg: dict) -> tuple[torch.Tensor,
                                    cfg["data"]["resolution"], cfg["data"]["resize_filter"]))
         digits.append(torch.from_numpy(labels[rows].astype(np.int64)))
         style_ids.append(torch.full((len(rows),), i, dtype=torch.long))
-    if styles:
-        every = select_rows(ALL_DIGITS)
-        for i, style in enumerate(READOUT_STYLES, start=len(styles)):
-            images.append(render_style(style, every, 0, cfg["data"]["resolution"], cfg["data"]["resize_filter"]))
-            digits.append(torch.from_numpy(labels[every].astype(np.int64)))
-            style_ids.append(torch.full((len(every),), i, dtype=torch.long))
-    if not styles:
-        empty = torch.zeros(0, dtype=torch.long)
-        return torch.zeros(0, 3, cfg["data"]["resolution"], cfg["data"]["resolution"], dtype=torch.uint8), empty, empty, []
+    every = select_rows(ALL_DIGITS)
+    for i, style in enumerate(READOUT_STYLES, start=len(styles)):
+        images.append(render_style(style, every, 0, cfg["data"]["resolution"], cfg["data"]["resize_filter"]))
+        digits.append(torch.from_numpy(labels[every].astype(np.int64)))
+        style_ids.append(torch.full((len(every),), i, dtype=torch.long))
     return torch.cat(images), torch.cat(digits), torch.cat(style_ids), [*styles, *READOUT_STYLES]
 
 
