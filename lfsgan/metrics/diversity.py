@@ -52,6 +52,9 @@ BACKBONE_CONFIG_KEY = "evaluation.lpips.backbone_weights"
 #: Smallest square input each backbone accepts (its pooling stack reaches 1x1); smaller images are upsampled.
 LPIPS_MIN_SIZE = {"vgg": 16, "alex": 32, "squeeze": 32}
 P_EPS = 1e-5  # added to p_k, as in evaluate_b_lpips.py
+#: the fakes' LPIPS features are kept from the assignment for the within-cluster distances up to this size
+#: (the demo's 200 fakes at 32 px: ~100 MB); larger sets are passed through the backbone a second time
+KEEP_FEATURE_BYTES = 2**30
 
 
 def _backbone_state_for_lpips(model, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -247,17 +250,30 @@ def _features_batched(model, x: torch.Tensor, batch_size: int) -> list[torch.Ten
 
 
 def _center_distances(
-    model, x: torch.Tensor, f_centers: list[torch.Tensor], batch_size: int, quiet: bool
-) -> torch.Tensor:
-    """``LPIPS(x_n, y_k)`` for every fake n and centre k -> [N, K]; ``f_centers`` from :func:`_features_batched`."""
-    chunks = tqdm(x.split(batch_size), desc="LPIPS assignment", disable=quiet)
-    return torch.cat([lpips_matrix(model, lpips_features(model, chunk), f_centers) for chunk in chunks])
+    model, x: torch.Tensor, f_centers: list[torch.Tensor], batch_size: int, quiet: bool, keep_bytes: int = 0
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """``LPIPS(x_n, y_k)`` for every fake n and centre k -> ([N, K], the fakes' features or None).
+
+    ``f_centers`` from :func:`_features_batched`. The fakes' features (one ``[N, C_l, H_l, W_l]`` per
+    layer) are returned when they fit in ``keep_bytes``, so the within-cluster distances need no second
+    backbone pass over the members; otherwise they are dropped chunk by chunk (e.g. 1,000 fakes at
+    256 px: tens of GB) and None is returned.
+    """
+    dist, kept, size = [], [], 0
+    for chunk in tqdm(x.split(batch_size), desc="LPIPS assignment", disable=quiet):
+        f = lpips_features(model, chunk)
+        dist.append(lpips_matrix(model, f, f_centers))
+        size += sum(t.numel() * t.element_size() for t in f)
+        kept = kept + [f] if kept is not None and size <= keep_bytes else None
+    features = [torch.cat(layer) for layer in zip(*kept)] if kept else None
+    return torch.cat(dist), features
 
 
-def _mean_pairwise(model, x: torch.Tensor, batch_size: int) -> float:
-    """Mean LPIPS over all unordered pairs i < j of x [n, 3, H, W] (n >= 2)."""
-    f = _features_batched(model, x, batch_size)
-    i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)  # [n(n-1)/2] each
+def _mean_pairwise(model, f: list[torch.Tensor]) -> float:
+    """Mean LPIPS over all unordered pairs i < j of the n >= 2 images whose features (per layer
+    ``[n, C_l, H_l, W_l]``, from :func:`lpips_features`) are ``f``."""
+    n = f[0].shape[0]
+    i, j = torch.triu_indices(n, n, offset=1)  # [n(n-1)/2] each
     return float(lpips_matrix(model, f, f)[i, j].mean())
 
 
@@ -317,7 +333,8 @@ def lpips_diversity(
         x = _prepare(fake[:n_fake], "fake", size, device)  # [N, 3, S, S]
         y = _prepare(centers, "centers", size, device)  # [K, 3, S, S]
         k = y.shape[0]
-        dist = _center_distances(lpips_model, x, _features_batched(lpips_model, y, batch_size), batch_size, quiet)
+        dist, fx = _center_distances(lpips_model, x, _features_batched(lpips_model, y, batch_size), batch_size, quiet,
+                                     keep_bytes=KEEP_FEATURE_BYTES)  # fx: the fakes' features, or None
         assign = dist.argmin(dim=1).cpu()  # [N]
         sizes = torch.bincount(assign, minlength=k)  # [K]
         p = sizes.double() / n_fake + P_EPS  # [K]
@@ -331,7 +348,12 @@ def lpips_diversity(
                 members = members[torch.randperm(members.numel(), generator=g)[:cluster_size]].sort().values
             used.append(int(members.numel()))
             pairs_exist = members.numel() >= 2
-            d_k.append(_mean_pairwise(lpips_model, x[members.to(device)], batch_size) if pairs_exist else math.nan)
+            if not pairs_exist:
+                d_k.append(math.nan)
+                continue
+            members = members.to(device)
+            f = [layer[members] for layer in fx] if fx is not None else _features_batched(lpips_model, x[members], batch_size)
+            d_k.append(_mean_pairwise(lpips_model, f))
 
     d = torch.tensor(d_k, dtype=torch.float64)  # [K]
     valid = ~torch.isnan(d)
