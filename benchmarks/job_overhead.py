@@ -13,7 +13,11 @@ and, in this process after one warm-up call, each verb's ``run`` again: what the
 everything is imported (the rebuild of the generator, 500 samples, the metrics). Overhead = job wall
 time - in-process time; the ratio job / in-process says how much of the job is start-up.
 
-    python benchmarks/job_overhead.py [--config config/config.yaml] [--method lfsgan] [--reps 3]
+Then the `evaluate` rule's two groupings (``evaluation.jobs``), alternating: ``--sets`` one-set jobs
+(``per_set``) against one job evaluating the ``--sets`` sets in one process (``per_method``; the demo's
+methods have 6 sets each), and the overhead per set of each.
+
+    python benchmarks/job_overhead.py [--config config/config.yaml] [--method lfsgan] [--reps 3] [--sets 6]
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ def main() -> None:
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--method", default="lfsgan", help="a key of the config's methods")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--sets", type=int, default=6, help="sample sets of one per_method evaluate job")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="lfsgan-job-overhead-") as tmp:
         work = Path(tmp)
@@ -109,6 +114,7 @@ def main() -> None:
             walls["import torch"].append(_run([sys.executable, "-c", "import torch"], work))
             for name, argv in jobs.items():
                 walls[name].append(_run([*LFSGAN, *argv], work))
+        grouped = _grouping(work, jobs["evaluate"], args.sets, args.reps)
         inner = _in_process(work, jobs, args.reps)
     floor = statistics.median(walls["import torch"])
     print(f"config {args.config}, method {args.method}, medians of {args.reps} (1 torch thread)")
@@ -118,6 +124,27 @@ def main() -> None:
         wall = statistics.median(walls[name])
         over = wall - inner[name]
         print(f"{name:<10} {wall:>7.2f} {inner[name]:>12.2f} {over:>10.2f} {wall / inner[name]:>13.2f}x {over / floor:>20.2f}x")
+    work = inner["evaluate"]
+    per_set, per_method = statistics.median(grouped["per_set"]), statistics.median(grouped["per_method"])
+    print(f"\nevaluate, {args.sets} sets (work {work:.2f} s per set, in-process), medians of {args.reps}:")
+    print(f"  per_set:    {args.sets} jobs {per_set:6.2f} s, overhead per set {per_set / args.sets - work:5.2f} s")
+    print(f"  per_method: 1 job  {per_method:6.2f} s, overhead per set {per_method / args.sets - work:5.2f} s"
+          f"  ({per_set / per_method:.2f}x faster)")
+
+
+def _grouping(work: Path, argv: list[str], sets: int, reps: int) -> dict[str, list[float]]:
+    """Wall seconds of ``sets`` one-set `lfsgan evaluate` jobs and of one job evaluating ``sets`` sets
+    (the same sample folder each time, each to its own file), ``reps`` times, alternating."""
+    i, j = argv.index("--out"), argv.index("--samples")
+    base = argv[:i] + argv[i + 2:]
+    samples, data = argv[j + 1], argv[argv.index("--data") + 1]
+    times: dict[str, list[float]] = {"per_set": [], "per_method": []}
+    for _ in range(reps):
+        times["per_set"].append(sum(_run([*LFSGAN, *base, "--out", f"set{k}.json"], work) for k in range(sets)))
+        many = [a for a in base if a not in (samples, data, "--samples", "--data")]
+        times["per_method"].append(_run([*LFSGAN, *many, "--samples", *[samples] * sets, "--data", *[data] * sets,
+                                         "--out", *[f"grouped{k}.json" for k in range(sets)]], work))
+    return times
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ take the variants in turn; ratios to fine-tuning are the median of the round-by-
 ``--ms-breakdown`` also times the parts of the mode-seeking term alone (process CPU s, in ratio to
 fine-tuning's whole iteration): G forward+backward on the 4·B extra samples, LPIPS-VGG features of
 the 4·B samples (the cluster assignment), and the pair loss (forward+backward) on their features.
-The first two are what the official algorithm must compute each step, whatever the implementation.
+The first two are what the official algorithm must compute each step, whatever the implementation;
+each part's FLOPs (torch.utils.flop_counter) and achieved rate are printed against this machine's
+large-``torch.mm`` rate, measured in the same run: how far each part is from the machine's limit.
 
 Configs: the demo (size 32, channel_max 64, style_dim 64, n_mlp 4, batch 16) and, with ``--full``,
 256 px / multiplier 2 / style_dim 512 / n_mlp 8 / batch 4 (use a GPU; ``--full-size`` scales it down).
@@ -153,16 +155,21 @@ def mode_seeking_parts(model: dict, batch: int, device: torch.device, reps: int 
         with torch.no_grad():
             lpips_features(lp, images.detach())
 
+    from train_step import _FlopCount
+
     out = {}
     for name, fn in (("G fwd+bwd on 4B", g_fwd_bwd), ("LPIPS-VGG on 4B", lpips_fakes), ("pair loss fwd+bwd", pair_loss)):
-        times = []
+        times, walls = [], []
         for _ in range(reps + 1):
             _sync(device)
-            c0 = time.process_time()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             _sync(device)
             times.append(time.process_time() - c0)
-        out[name] = min(times[1:])
+            walls.append(time.perf_counter() - t0)
+        with _FlopCount() as fc:
+            fn()
+        out[name] = (min(times[1:]), min(walls[1:]), float(fc.total))
     return out
 
 
@@ -267,9 +274,13 @@ def main() -> None:
                 print(f"{v:<14} {sec:>9.4f} {batch / sec:>9.2f} {cols[0]:>24} {cpu:>11.4f} {cols[1]:>24}", flush=True)
             base = (statistics.median(t[0] for t in base), statistics.median(t[1] for t in base))
             if args.ms_breakdown:
-                for part, cpu in mode_seeking_parts(model, batch, device).items():
-                    print(f"  mode seeking, {part:<20} {cpu:>8.4f} cpu-s  {cpu / base[1]:>6.2f}x a fine-tuning iteration",
-                          flush=True)
+                from train_step import matmul_rate
+
+                peak = matmul_rate(device)
+                for part, (cpu, wall, flops) in mode_seeking_parts(model, batch, device).items():
+                    print(f"  mode seeking, {part:<20} {cpu:>8.4f} cpu-s  {cpu / base[1]:>6.2f}x a fine-tuning iteration;"
+                          f" {flops / 1e9:6.2f} GFLOP at {flops / wall / 1e9:6.1f} GFLOP/s = {flops / wall / peak:.2f} of"
+                          f" torch.mm's {peak / 1e9:.0f} GFLOP/s", flush=True)
         rec = reconstruction_seconds(model, device, reps=args.reps)
         print(f"LeFT reconstruction of all weights, fwd+bwd: tensorly {rec['tensorly'] * 1e3:.2f} ms, "
               f"einsum {rec['einsum'] * 1e3:.2f} ms (ratio {rec['tensorly'] / rec['einsum']:.2f})", flush=True)

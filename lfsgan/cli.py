@@ -90,13 +90,14 @@ def _(p):
     p.add_argument("--out", required=True, help="output folder (samples.pt, samples.json, grid.png)")
 
 
-@verb("evaluate", "evaluate", "FID/KID, intra-cluster LPIPS, B-LPIPS of one sample set")
+@verb("evaluate", "evaluate", "FID/KID, intra-cluster LPIPS, B-LPIPS of sample sets (one process for all)")
 def _(p):
-    p.add_argument("--samples", required=True, help="sample folder (samples.pt)")
-    p.add_argument("--data", required=True, help="prepared task domain folder (reference set and shots)")
+    p.add_argument("--samples", required=True, nargs="+", help="sample folders (samples.pt)")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="prepared task domain folder of each sample folder, in the same order (reference set and shots)")
     p.add_argument("--extractor", default=None, help="demo extractor weights (lfsgan-demo-cnn)")
     p.add_argument("--cache", required=True, help="folder for cached real-set statistics")
-    p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--out", required=True, nargs="+", help="metrics JSON of each sample folder, in the same order")
 
 
 @verb("quality", "quality", "quality read-out of a source's samples (demo CNN)")
@@ -183,9 +184,9 @@ _IO: dict[str, tuple[str, str]] = {
                    "--out/task.pt (the task's stored state), --out/params.json, --out/samples.png"),
     "sample": ("the source's final.pt and the method's task.pt files up to task T (--states); only the source without --method",
                "--out/samples.pt, --out/samples.json, --out/grid.png"),
-    "evaluate": ("samples.pt (--samples), the prepared task (--data), the demo extractor if used; "
+    "evaluate": ("samples.pt of each --samples folder, its prepared task (--data), the demo extractor if used; "
                  "Inception/VGG weights from the torch hub cache or the config",
-                 "the metrics JSON (--out) with its protocol; real-set features cached in --cache"),
+                 "one metrics JSON (--out) per sample folder, with its protocol; real-set features cached in --cache"),
     "quality": ("the source's samples (--samples, from `lfsgan sample` without --method), the prepared source domain, "
                 "the demo extractor", "the quality JSON (--out)"),
     "match": ("two sources' final.pt (--a, --b)", "--out/permuted.pt, --out/match.json, --out/svd.csv and plots"),

@@ -46,6 +46,14 @@ def config(project):
     project.write_config(original)
 
 
+def eval_jobs(config: dict, n_methods: int) -> int:
+    """`evaluate` jobs for ``n_methods`` method runs: one per run (evaluation.jobs per_method, the test
+    config's and the demo's) or one per (after t, task s <= t) sample set of each run."""
+    n = len(config["tasks"])
+    per_run = 1 if config["evaluation"].get("jobs") == "per_method" else n * (n + 1) // 2
+    return n_methods * per_run
+
+
 def plan_after(project, config: dict):
     project.write_config(yaml.safe_dump(config, sort_keys=False))
     return project.dry_run()
@@ -73,7 +81,7 @@ def test_method_change_reruns_only_that_method(project, config):
     counts = Counter(j.rule for j in jobs)
     n_pairs = len(tasks) * (len(tasks) + 1) // 2  # (after t, task s <= t)
     assert counts == Counter(
-        {"train_task": len(tasks), "sample": n_pairs, "evaluate": n_pairs, "report": 1, "all": 1}
+        {"train_task": len(tasks), "sample": n_pairs, "evaluate": eval_jobs(config, 1), "report": 1, "all": 1}
     ), f"unexpected plan: {dict(counts)}"
 
     # Snakemake's reasons: the first task's params changed; the later ones follow from its output.
@@ -99,7 +107,7 @@ def test_method_code_edit_reruns_only_that_method(project, config):
 
     assert {j.wildcards["method"] for j in jobs if "method" in j.wildcards} == {"ewc"}
     assert Counter(j.rule for j in jobs) == Counter(
-        {"train_task": len(tasks), "sample": n_pairs, "evaluate": n_pairs, "report": 1, "all": 1})
+        {"train_task": len(tasks), "sample": n_pairs, "evaluate": eval_jobs(config, 1), "report": 1, "all": 1})
     first = next(j for j in jobs if j.rule == "train_task" and j.wildcards["task"] == tasks[0])
     assert "lfsgan/methods/ewc.py" in first.reason, first.reason
     assert project.dry_run() == []  # the file and its mtime are back
@@ -114,8 +122,8 @@ def test_evaluation_protocol_change_reruns_no_training(project, config):
     rules = Counter(j.rule for j in jobs)
     assert not TRAINING_RULES & set(rules), f"training planned after an evaluation change: {dict(rules)}"
     assert "sample" not in rules, "sampling does not depend on the LPIPS protocol"
-    n_pairs = len(methods) * len(tasks) * (len(tasks) + 1) // 2
-    assert rules == Counter({"evaluate": n_pairs, "report": 1, "all": 1}), f"unexpected plan: {dict(rules)}"
+    assert rules == Counter({"evaluate": eval_jobs(config, len(methods)), "report": 1, "all": 1}), (
+        f"unexpected plan: {dict(rules)}")
     assert all(j.reason.startswith("Params have changed") for j in jobs if j.rule == "evaluate")
 
 
@@ -346,3 +354,27 @@ def test_reruns_rewrite_only_what_a_change_reaches(completed_run, tmp_path):
     others = [p for p in rewritten if any(f"/{m}/" in p for m in config["methods"] if m != "ewc")]
     assert not others, others
     assert not same_weights(weights(project, EWC_TASK), weights(completed_run, EWC_TASK))
+
+
+def test_one_evaluate_process_per_set_writes_what_the_grouped_job_wrote(completed_run, tmp_path):
+    """evaluation.jobs only groups work: `lfsgan evaluate` on one sample set alone (a per_set job)
+    writes the same metrics JSON as the run's job that evaluated all of the method's sets in one
+    process; and a grouped call names its sets consistently or stops before writing anything."""
+    import json
+
+    config = yaml.safe_load(completed_run.read_config())
+    assert config["evaluation"]["jobs"] == "per_method", "config/test.yaml evaluates per method, as the demo"
+    task = config["tasks"][-1]
+    cell = f"lfsgan/after_{task}/{task}"
+    args = ["--config", "config/config.yaml", "--extractor", "results/extractor/demo_cnn.pt", "--cache", str(tmp_path / "cache")]
+    completed_run.run("lfsgan", "evaluate", *args, "--samples", f"results/samples/{cell}", "--data", f"results/data/{task}",
+                      "--out", str(tmp_path / "alone.json"))
+    alone = json.loads((tmp_path / "alone.json").read_text())
+    grouped = json.loads((completed_run.root / "results" / "eval" / f"{cell}.json").read_text())
+    assert alone == grouped
+
+    bad = completed_run.run("lfsgan", "evaluate", *args, "--samples", f"results/samples/{cell}", f"results/samples/{cell}",
+                            "--data", f"results/data/{task}", "--out", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                            check=False)
+    assert bad.returncode != 0 and "--samples (2), --data (1) and --out (2)" in bad.stdout
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()

@@ -157,14 +157,13 @@ def task_states(method, last_task):
     return [f"results/tasks/{method}/{t}/task.pt" for t in TASKS[: task_index(last_task) + 1]]
 
 
+# (after t, task s <= t): the cells of every method's forgetting matrix
+EVAL_PAIRS = [(after, s) for i, after in enumerate(TASKS) for s in TASKS[: i + 1]]
+
+
 def evaluation_targets():
     """(method, after t, task s <= t) for every method: the forgetting matrix."""
-    return [
-        f"results/eval/{m}/after_{after}/{s}.json"
-        for m in METHODS
-        for i, after in enumerate(TASKS)
-        for s in TASKS[: i + 1]
-    ]
+    return [f"results/eval/{m}/after_{after}/{s}.json" for m in METHODS for after, s in EVAL_PAIRS]
 
 
 def report_targets():

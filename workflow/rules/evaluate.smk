@@ -69,32 +69,63 @@ rule sample_source:
         "lfsgan sample --config {CONFIG_FILE} --source {input.source} --out {params.out} > {log} 2>&1"
 
 
-rule evaluate:
-    input:
-        samples="results/samples/{method}/after_{after}/{task}/samples.pt",
-        data="results/data/{task}/images.pt",
-        extractor=_extractor_input,
-    output:
-        "results/eval/{method}/after_{after}/{task}.json",
-    params:
-        protocol=lambda wc: json.dumps(
-            {k: v for k, v in config["evaluation"].items() if k in ("fid", "lpips", "batch_size", "quality")},
-            sort_keys=True,
-        ),
-        samples_dir=lambda wc, input: Path(input.samples).parent,
-        data_dir=lambda wc, input: Path(input.data).parent,
-        extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
-    log:
-        "logs/evaluate/{method}/after_{after}/{task}.log",
-    benchmark:
-        "benchmarks/evaluate/{method}/after_{after}/{task}.tsv"
-    resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
-        gpu=GPU,
-    shell:
-        "lfsgan evaluate --config {CONFIG_FILE} --samples {params.samples_dir} --data {params.data_dir} {params.extractor}"
-        " --cache results/eval/.cache --out {output} > {log} 2>&1"
+# A change to the evaluation protocol (params) re-evaluates without resampling; evaluation.jobs says
+# whether one job evaluates one sample set or all of a method run's sets in one process.
+EVAL_PROTOCOL = json.dumps(
+    {k: v for k, v in config["evaluation"].items() if k in ("fid", "lpips", "batch_size", "quality")}, sort_keys=True
+)
+
+if config["evaluation"]["jobs"] == "per_set":
+
+    rule evaluate:
+        input:
+            samples="results/samples/{method}/after_{after}/{task}/samples.pt",
+            data="results/data/{task}/images.pt",
+            extractor=_extractor_input,
+        output:
+            "results/eval/{method}/after_{after}/{task}.json",
+        params:
+            protocol=EVAL_PROTOCOL,
+            samples_dir=lambda wc, input: Path(input.samples).parent,
+            data_dir=lambda wc, input: Path(input.data).parent,
+            extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
+        log:
+            "logs/evaluate/{method}/after_{after}/{task}.log",
+        benchmark:
+            "benchmarks/evaluate/{method}/after_{after}/{task}.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["runtime"],
+            gpu=GPU,
+        shell:
+            "lfsgan evaluate --config {CONFIG_FILE} --samples {params.samples_dir} --data {params.data_dir} {params.extractor}"
+            " --cache results/eval/.cache --out {output} > {log} 2>&1"
+
+else:
+
+    rule evaluate:
+        input:
+            samples=lambda wc: [f"results/samples/{wc.method}/after_{a}/{t}/samples.pt" for a, t in EVAL_PAIRS],
+            data=[f"results/data/{t}/images.pt" for _, t in EVAL_PAIRS],
+            extractor=_extractor_input,
+        output:
+            [f"results/eval/{{method}}/after_{a}/{t}.json" for a, t in EVAL_PAIRS],
+        params:
+            protocol=EVAL_PROTOCOL,
+            samples_dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.samples),
+            data_dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.data),
+            extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
+        log:
+            "logs/evaluate/{method}.log",
+        benchmark:
+            "benchmarks/evaluate/{method}.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=lambda wc: RES["runtime"] * len(EVAL_PAIRS),
+            gpu=GPU,
+        shell:
+            "lfsgan evaluate --config {CONFIG_FILE} --samples {params.samples_dirs} --data {params.data_dirs}"
+            " {params.extractor} --cache results/eval/.cache --out {output} > {log} 2>&1"
 
 
 if DEMO_EXTRACTOR:
