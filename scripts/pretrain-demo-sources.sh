@@ -4,6 +4,9 @@
 # (merged over config/config.yaml), copy each results/source/seed<S>/final.pt into data/sources/ and print
 # the entries to paste into source.checkpoints. Extra arguments go to snakemake (e.g. --cores 4).
 # SEEDS="2" pretrains other seeds (config/study.yaml's third source: SEEDS=2 THREADS=2).
+# OVERLAY=config/wide.yaml pretrains with that overlay's model (applied before the pretraining recipe, so
+# its source.checkpoints are ignored) and PREFIX=wide- names the files data/sources/wide-seed<S>.pt:
+#   OVERLAY=config/wide.yaml PREFIX=wide- SEEDS=0 bash scripts/pretrain-demo-sources.sh   (the 64-channel source)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
@@ -15,10 +18,11 @@ trap 'rm -f "$overrides"' EXIT
 printf 'threads: %s\nsource:\n  seeds: [%s]\n' "${THREADS:-1}" "$(echo $seeds | tr ' ' ',')" > "$overrides"
 # targets before --configfile, which takes every following word as a file
 snakemake "${targets[@]}" --workflow-profile workflow/profiles/default --cores "${CORES:-2}" \
-    --configfile config/config.yaml config/source-demo.yaml "$overrides" "$@"
+    --configfile config/config.yaml ${OVERLAY:-} config/source-demo.yaml "$overrides" "$@"
 mkdir -p data/sources
-echo "source.checkpoints for config/config.yaml:"
+echo "source.checkpoints for ${OVERLAY:-config/config.yaml}:"
 for s in $seeds; do
-    cp "results/source/seed$s/final.pt" "data/sources/seed$s.pt"
-    echo "  - {seed: $s, path: data/sources/seed$s.pt, sha256: $(sha256sum "data/sources/seed$s.pt" | cut -d' ' -f1)}"
+    file="data/sources/${PREFIX:-}seed$s.pt"
+    cp "results/source/seed$s/final.pt" "$file"
+    echo "  - {seed: $s, path: $file, sha256: $(sha256sum "$file" | cut -d' ' -f1)}"
 done
