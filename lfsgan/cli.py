@@ -90,7 +90,7 @@ def _(p):
     p.add_argument("--out", required=True, help="output folder (samples.pt, samples.json, grid.png)")
 
 
-@verb("evaluate", "evaluate", "FID/KID, intra-cluster LPIPS, B-LPIPS of sample sets (one process for all)")
+@verb("evaluate", "evaluate", "FID/KID, intra-cluster LPIPS, B-LPIPS of sample sets")
 def _(p):
     p.add_argument("--samples", required=True, nargs="+", help="sample folders (samples.pt)")
     p.add_argument("--data", required=True, nargs="+",
