@@ -1,8 +1,8 @@
 """`lfsgan evaluate`: FID/KID, intra-cluster LPIPS and B-LPIPS of sample sets (rule `evaluate`).
 
 One process evaluates any number of sample sets, each with its own prepared task and output file:
-the imports (torch, torchvision through lpips and torch-fidelity: ~3.5 s on one CPU core), the LPIPS
-network and the extractor are paid once, not once per set (``evaluation.jobs: per_method``)."""
+the imports (torch, torchvision through lpips and torch-fidelity: ~3.5 s on one CPU core) and the LPIPS
+network are paid once, not once per set (``evaluation.jobs: per_method``)."""
 
 from __future__ import annotations
 
