@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Reproduce the offline demo's shipped source generators, data/sources/seed<S>.pt (config/config.yaml's
-# source.checkpoints): pretrain every seed of source.seeds with the longer recipe of config/source-demo.yaml
-# (merged over config/config.yaml), copy each results/source/seed<S>/final.pt into data/sources/ and print
-# the entries to paste into source.checkpoints. Extra arguments go to snakemake (e.g. --cores 4).
+# Reproduce the offline demo's shipped source generators, data/sources/wide-seed<S>.pt (config/config.yaml's
+# source.checkpoints, 64 channels): pretrain every seed of source.seeds with the longer recipe of
+# config/source-demo.yaml (merged over config/config.yaml), copy each results/source/seed<S>/final.pt into
+# data/sources/ and print the entries to paste into source.checkpoints. Extra arguments go to snakemake (e.g. --cores 4).
 # SEEDS="2" pretrains other seeds (config/study.yaml's third source: SEEDS=2 THREADS=2).
-# OVERLAY=config/wide.yaml pretrains with that overlay's model (applied before the pretraining recipe, so
-# its source.checkpoints are ignored) and PREFIX=wide- names the files data/sources/wide-seed<S>.pt:
-#   OVERLAY=config/wide.yaml PREFIX=wide- SEEDS=0 bash scripts/pretrain-demo-sources.sh   (the 64-channel source)
+# OVERLAY=config/narrow.yaml pretrains with that overlay's model (applied before the pretraining recipe, so its
+# source.checkpoints are ignored) and PREFIX names the files data/sources/<PREFIX>seed<S>.pt (default "wide-"):
+#   OVERLAY=config/narrow.yaml PREFIX= bash scripts/pretrain-demo-sources.sh   (the earlier 32-channel sources)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
@@ -22,7 +22,7 @@ snakemake "${targets[@]}" --workflow-profile workflow/profiles/default --cores "
 mkdir -p data/sources
 echo "source.checkpoints for ${OVERLAY:-config/config.yaml}:"
 for s in $seeds; do
-    file="data/sources/${PREFIX:-}seed$s.pt"
+    file="data/sources/${PREFIX-wide-}seed$s.pt"
     cp "results/source/seed$s/final.pt" "$file"
     echo "  - {seed: $s, path: $file, sha256: $(sha256sum "$file" | cut -d' ' -f1)}"
 done

@@ -60,8 +60,8 @@ ALLOWED = {
         "4 GPUs; tests/test_distributed.py runs torchrun with 2 CPU processes",
     'srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1 python -m torch.distributed.run --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):${LFSGAN_RDZV_PORT:-29500}" --rdzv-id="$SLURM_JOB_ID" --no-python lfsgan pretrain --config my-source.yaml --seed 0 --data results/data/ffhq --out results/source/seed0':
         "two GPU nodes inside a SLURM job; tests/test_distributed.py checks that the rule plans this command",
-    "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/wide.yaml":
-        "about 15 minutes on 2 cores (its 64-channel tasks); planned with -n by test_every_config_plans_with_its_documented_command",
+    "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/narrow.yaml":
+        "about 10 minutes on 2 cores (the earlier 32-channel demo); planned with -n by test_every_config_plans_with_its_documented_command",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/sweep.yaml":
         "half an hour or more on 2 cores (its last run: 92 jobs, 23 min); planned with -n by test_every_config_plans_with_its_documented_command",
 }
