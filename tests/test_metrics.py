@@ -587,3 +587,34 @@ def test_diversity_reuses_assignment_features_with_the_same_result(random_lpips,
     for a, b in zip(kept["d_k"], again["d_k"]):
         assert (a is None and b is None) or a == pytest.approx(b, rel=1e-6)
     assert kept["b_lpips"] == pytest.approx(again["b_lpips"], rel=1e-6)
+
+
+@pytest.mark.parametrize("style", ["inverted", "sketch", "colour"])
+def test_same_latent_correspondence_reads_a_perfect_restyling_as_kept(style):
+    """The demo's own recipe applied to the source style's images (a perfect restyling: every latent
+    keeps its shape) reads ≥ 0.98 in each style — filled, hollow-outlined and thick coloured strokes
+    alike; the source against itself reads 1 (by construction)."""
+    from lfsgan.data.demo import SOURCE_DIGITS, render_style, select_rows
+    from lfsgan.metrics.correspondence import correspondence
+
+    rows = select_rows(SOURCE_DIGITS, "target")[::3][:500]
+    source = render_style("plain", rows)
+    c = correspondence(source, render_style(style, rows))
+    assert c["correspondence"] >= 0.98 and c["n"] == 500 and "ink map" in c["protocol"], c
+    assert correspondence(source, source)["correspondence"] == 1.0 == correspondence(source, source)["top1"]
+
+
+def test_same_latent_correspondence_is_chance_for_a_generator_unrelated_to_its_latents():
+    """One image for every latent, or the right images in a shuffled order: the own latent's source
+    sample is no more alike than another's, so the correspondence is about 0.5."""
+    from lfsgan.data.demo import SOURCE_DIGITS, render_style, select_rows
+    from lfsgan.metrics.correspondence import correspondence
+
+    rows = select_rows(SOURCE_DIGITS, "target")[::3][:500]
+    source, task = render_style("plain", rows), render_style("inverted", rows)
+    for fake in (task[:1].expand_as(task).contiguous(),
+                 task[torch.randperm(len(task), generator=torch.Generator().manual_seed(0))]):
+        c = correspondence(source, fake)
+        assert 0.4 < c["correspondence"] < 0.6 and c["top1"] < 0.02, c
+    with pytest.raises(ValueError, match="one shape"):
+        correspondence(source, task[:10])

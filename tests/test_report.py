@@ -144,6 +144,11 @@ def test_same_latent_grids_put_the_source_beside_each_method_on_identical_latent
         assert {r["z_sha256"] for r in rows} == {expected}, task
         assert rows[1]["samples"] == f"results/samples/{rows[1]['row']}/after_{task}/{task}/samples.pt"
         assert (root / "results" / "report" / f"same_latents_{task}.png").stat().st_size > 0
+        assert rows[0]["correspondence"] == 1.0 and all(0 <= r["correspondence"] <= 1 for r in rows)  # source vs itself: 1
+    quality = pd.read_csv(root / "results" / "report" / "quality.csv")
+    right_after = quality[quality["generator"] == quality["generator"].str.split(" after ").str[0] + " after " + quality["domain"]]
+    assert len(right_after) == len(cfg["methods"]) * len(cfg["tasks"]) and right_after["correspondence"].notna().all()
+    assert quality.loc[~quality.index.isin(right_after.index), "correspondence"].isna().all()
     src_images, src_meta = load_checkpoint(root / rec["tasks"][cfg["tasks"][0]][0]["samples"])
     assert src_meta["method"] is None and src_meta["z_sha256"] == expected
 

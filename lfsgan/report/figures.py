@@ -132,7 +132,7 @@ def plot_r_gamma(table: pd.DataFrame, path: str | Path, title: str = "") -> None
 def plot_quality(quality: pd.DataFrame, path: str | Path) -> None:
     """One bar chart per generator and domain read out: the digit histogram of its confident
     samples (share of confident samples per digit), titled with the confident share, the share in
-    the right domain, the digits covered, the memorised share and, in red, COLLAPSED."""
+    the right domain, the digits covered, the same-latent correspondence, the memorised share and, in red, COLLAPSED."""
     rows = quality[quality["skipped"] == ""] if "skipped" in quality else quality.iloc[0:0]
     n = max(1, len(rows))
     cols = min(4, n)
@@ -152,6 +152,8 @@ def plot_quality(quality: pd.DataFrame, path: str | Path) -> None:
         title = f"{r.generator}\n{r.domain}: conf {r.confident_share:.0%}, domain {r.domain_share:.0%}"
         if r.coverage is not None and not pd.isna(r.coverage):
             title += f", covers {int(r.coverage)}/{int(r.coverage_of)}"
+        if getattr(r, "correspondence", None) is not None and not pd.isna(r.correspondence):
+            title += f", same-latent {r.correspondence:.2f}"
         if r.memorised_share is not None and not pd.isna(r.memorised_share):
             title += f", memorised {r.memorised_share:.0%}"
         ax.set_title(title + ("\nCOLLAPSED" if r.collapsed else ""), fontsize=8, color="tab:red" if r.collapsed else "black")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from lfsgan.io import atomic_path, load_checkpoint, write_json
 from lfsgan.metrics import count_tensors
+from lfsgan.metrics.correspondence import correspondence
 from lfsgan.report.merging import claim3_verdict, merge_comparison
 from lfsgan.report import (
     collect_metrics,
@@ -94,10 +95,9 @@ def run(
     methods = list(dict.fromkeys(df["method"]))
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
     sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
-    if same_latents:
-        same_latent_figures(same_latents, task_order, out, n=cfg["evaluation"]["grid"] // 2)
+    kept = same_latent_figures(same_latents, task_order, out, n=cfg["evaluation"]["grid"] // 2) if same_latents else None
 
-    qual = quality_table(metrics, quality)
+    qual = quality_table(metrics, quality, kept)
     with atomic_path(out / "quality.csv") as tmp:
         qual.to_csv(tmp, index=False)
     plot_quality(qual, out / "quality.png")
@@ -138,18 +138,21 @@ def run(
     log.info("report written to %s", out)
 
 
-def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int = 8) -> None:
+def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int = 8) -> pd.DataFrame:
     """``same_latents_<task>.png`` per task: the source's first ``n`` samples in the top row and, below,
     each method's generator right after learning that task, drawn from the same latents — checked by
-    the ``z_sha256`` every sample file records — plus ``same_latents.json`` naming each row's file.
+    the ``z_sha256`` every sample file records — plus ``same_latents.json`` naming each row's file and
+    its same-latent correspondence over all of its samples (:mod:`lfsgan.metrics.correspondence`).
 
-    ``samples``: sample folders' ``samples.pt``; the one without a method is the source's.
+    ``samples``: sample folders' ``samples.pt``; the one without a method is the source's. Returns one
+    row per (method, task): ``generator, domain, correspondence``.
     """
     loaded = [(p, *load_checkpoint(p)) for p in samples]
     source = [x for x in loaded if x[2].get("method") is None]
     if len(source) != 1:
         raise ValueError(f"same-latent grids need exactly one source sample file among --same-latents, got {len(source)}")
     record = {"n_per_row": n, "latents": source[0][2]["latents"], "tasks": {}}
+    table: list[dict] = []
     for task in tasks:
         rows = source + [x for x in loaded if x[2].get("method") is not None and x[2]["task"] == task == x[2]["after_task"]]
         hashes = {x[2]["z_sha256"] for x in rows}
@@ -160,8 +163,15 @@ def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int 
         same_latent_grid([(label, x[1]["images"][:n].numpy()) for label, x in zip(labels, rows)],
                          out / f"same_latents_{task}.png",
                          f"Task '{task}': each column one latent z; the source and each method right after learning the task")
-        record["tasks"][task] = [{"row": label, "samples": str(x[0]), "z_sha256": x[2]["z_sha256"]} for label, x in zip(labels, rows)]
+        kept = [correspondence(source[0][1]["images"], x[1]["images"]) for x in rows]
+        record["tasks"][task] = [{"row": label, "samples": str(x[0]), "z_sha256": x[2]["z_sha256"],
+                                  "correspondence": c["correspondence"], "top1": c["top1"]}
+                                 for label, x, c in zip(labels, rows, kept)]
+        table += [{"generator": f"{label} after {task}", "domain": task, "correspondence": c["correspondence"]}
+                  for label, c in zip(labels[1:], kept[1:])]
+        record["protocol"] = kept[0]["protocol"]
     write_json(out / "same_latents.json", record)
+    return pd.DataFrame(table, columns=["generator", "domain", "correspondence"])
 
 
 def _analyses(cfg: dict, df: pd.DataFrame, tasks: list[str], match: list[str], lmc: list[str], fisher: str | None,
@@ -189,7 +199,11 @@ def _quality_protocol(metrics: list[str], sources: list[str]) -> str:
                     f"(threshold {pr['threshold']}); {pr['collapse_criterion']}. Extractor {ex.get('path')} "
                     f"(sha256 {str(ex.get('sha256'))[:12]}…), trained on {data}; held-out accuracy "
                     f"{ex.get('heldout_accuracy')} on {(ex.get('heldout') or {}).get('n_images')} images never trained on. "
-                    "Digit histogram: confident samples per digit 0–9.\n")
+                    "Digit histogram: confident samples per digit 0–9. correspondence (a method's generator right after "
+                    "its task; no classifier): for each latent, the share of other latents' source samples less like "
+                    "its task sample than its own latent's source sample is, in thickened, blurred ink maps, averaged "
+                    "over latents — 1 when every latent keeps its source shape, 0.5 for one shape for every latent or "
+                    "shapes unrelated to the latents; ""same_latents.json has its protocol.\n")
     return ""
 
 
