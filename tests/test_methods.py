@@ -150,8 +150,9 @@ def test_left_base_is_the_chosen_source_generator_bit_for_bit(base):
 
     cfg = load_config("config/config.yaml")
     cfg["methods"]["left-base"] = {"kind": "lfsgan", "options": {"base": base, "patch_d": False, "lpips_allow_random_backbone": True}}
-    g, d = task_source(cfg, "left-base", "data/sources/seed0.pt")
-    stored, _ = load_checkpoint("data/sources/seed0.pt")
+    shipped = cfg["source"]["checkpoints"][0]["path"]  # the demo's base source
+    g, d = task_source(cfg, "left-base", shipped)
+    stored, _ = load_checkpoint(shipped)
     other = "g_ema" if base == "g" else "g"
     G, D = build_models(model_config(cfg))
     method = make_method("lfsgan", cfg["methods"]["left-base"]["options"])
