@@ -150,11 +150,13 @@ def plot_quality(quality: pd.DataFrame, path: str | Path) -> None:
         ax.set_xticks(np.arange(len(hist)))
         ax.set_ylim(0, 1)
         title = f"{r.generator}\n{r.domain}: conf {r.confident_share:.0%}, domain {r.domain_share:.0%}"
+        parts = []  # a third line: on two, the titles of neighbouring panels overlap
         if r.coverage is not None and not pd.isna(r.coverage):
-            title += f", covers {int(r.coverage)}/{int(r.coverage_of)}"
+            parts.append(f"covers {int(r.coverage)}/{int(r.coverage_of)}")
         if getattr(r, "correspondence", None) is not None and not pd.isna(r.correspondence):
-            title += f", same-latent {r.correspondence:.2f}"
+            parts.append(f"same-latent {r.correspondence:.2f}")
         if r.memorised_share is not None and not pd.isna(r.memorised_share):
-            title += f", memorised {r.memorised_share:.0%}"
+            parts.append(f"memorised {r.memorised_share:.0%}")
+        title += "\n" + ", ".join(parts) if parts else ""
         ax.set_title(title + ("\nCOLLAPSED" if r.collapsed else ""), fontsize=8, color="tab:red" if r.collapsed else "black")
     _save(fig, path)
