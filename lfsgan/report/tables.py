@@ -143,14 +143,14 @@ QUALITY_COLUMNS = ["confident_share", "domain_share", "coverage", "coverage_of",
 
 
 def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] = (),
-                  kept: pd.DataFrame | None = None) -> pd.DataFrame:
+                  same_latent: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per generator read out: every source seed (``lfsgan quality`` JSONs) and every
     (method, after task t, task s) (the ``quality`` block of ``lfsgan evaluate`` JSONs).
 
     Columns: ``generator, domain, confident_share, domain_share, coverage, coverage_of, top_digit,
     top_digit_share, correspondence, memorised_share, spread_ratio, collapsed, digit_histogram,
     collapse_reasons, skipped`` (the reason when the read-out did not run, else empty; a field a file
-    predates is None). ``correspondence``, the same-latent correspondence, comes from ``kept`` (the report's
+    predates is None). ``correspondence``, the same-latent correspondence, comes from ``same_latent`` (the report's
     :func:`lfsgan.verbs.report.same_latent_figures`), for a method's generator right after each task;
     None elsewhere.
     """
@@ -167,8 +167,8 @@ def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] =
     if not rows:
         return pd.DataFrame(columns=["generator", "domain", *QUALITY_COLUMNS, "digit_histogram", "collapse_reasons", "skipped"])
     df = pd.DataFrame(rows).sort_values(["after_index", "generator", "task_index"], kind="stable")
-    if kept is not None and not kept.empty:
-        value = {(r.generator, r.domain): r.correspondence for r in kept.itertuples()}
+    if same_latent is not None and not same_latent.empty:
+        value = {(r.generator, r.domain): r.correspondence for r in same_latent.itertuples()}
         df["correspondence"] = [value.get((g, d), None) for g, d in zip(df["generator"], df["domain"])]
     return df.drop(columns=["after_index", "task_index"]).reset_index(drop=True)
 

@@ -95,9 +95,9 @@ def run(
     methods = list(dict.fromkeys(df["method"]))
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
     sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
-    kept = same_latent_figures(same_latents, task_order, out, n=cfg["evaluation"]["grid"] // 2) if same_latents else None
+    same_latent = same_latent_figures(same_latents, task_order, out, n=cfg["evaluation"]["grid"] // 2) if same_latents else None
 
-    qual = quality_table(metrics, quality, kept)
+    qual = quality_table(metrics, quality, same_latent)
     with atomic_path(out / "quality.csv") as tmp:
         qual.to_csv(tmp, index=False)
     plot_quality(qual, out / "quality.png")
@@ -163,13 +163,13 @@ def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int 
         same_latent_grid([(label, x[1]["images"][:n].numpy()) for label, x in zip(labels, rows)],
                          out / f"same_latents_{task}.png",
                          f"Task '{task}': each column one latent z; the source and each method right after learning the task")
-        kept = [correspondence(source[0][1]["images"], x[1]["images"]) for x in rows]
+        scores = [correspondence(source[0][1]["images"], x[1]["images"]) for x in rows]
         record["tasks"][task] = [{"row": label, "samples": str(x[0]), "z_sha256": x[2]["z_sha256"],
                                   "correspondence": c["correspondence"], "top1": c["top1"]}
-                                 for label, x, c in zip(labels, rows, kept)]
+                                 for label, x, c in zip(labels, rows, scores)]
         table += [{"generator": f"{label} after {task}", "domain": task, "correspondence": c["correspondence"]}
-                  for label, c in zip(labels[1:], kept[1:])]
-        record["protocol"] = kept[0]["protocol"]
+                  for label, c in zip(labels[1:], scores[1:])]
+        record["protocol"] = scores[0]["protocol"]
     write_json(out / "same_latents.json", record)
     return pd.DataFrame(table, columns=["generator", "domain", "correspondence"])
 
@@ -203,7 +203,7 @@ def _quality_protocol(metrics: list[str], sources: list[str]) -> str:
                     "its task; no classifier): for each latent, the share of other latents' source samples less like "
                     "its task sample than its own latent's source sample is, in thickened, blurred ink maps, averaged "
                     "over latents — 1 when every latent keeps its source shape, 0.5 for one shape for every latent or "
-                    "shapes unrelated to the latents; ""same_latents.json has its protocol.\n")
+                    "shapes unrelated to the latents; same_latents.json has its protocol.\n")
     return ""
 
 
