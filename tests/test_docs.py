@@ -53,7 +53,7 @@ ALLOWED = {
     "lfsgan weights --config config/paper.yaml": "exits 1 until the paper's checkpoint and weights files are in place",
     "lfsgan weights --config config/paper.yaml --fetch": "the internet (downloads Inception and VGG16 weights)",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/study.yaml":
-        "about 45 minutes on 2 cores; planned with -n by test_every_config_plans_with_its_documented_command",
+        "about 55 minutes on 2 cores; planned with -n by test_every_config_plans_with_its_documented_command",
     "snakemake --workflow-profile workflow/profiles/slurm --configfile my-source.yaml":
         "a SLURM cluster with GPUs and a source config of your own; tests/test_slurm.py runs the same rule on 2 CPU processes",
     "python -m torch.distributed.run --standalone --nproc-per-node=4 --no-python lfsgan pretrain --config my-source.yaml --seed 0 --data results/data/ffhq --out results/source/seed0":
