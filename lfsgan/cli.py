@@ -98,6 +98,8 @@ def _(p):
     p.add_argument("--extractor", default=None, help="demo extractor weights (lfsgan-demo-cnn)")
     p.add_argument("--cache", required=True, help="folder for cached real-set statistics")
     p.add_argument("--out", required=True, nargs="+", help="metrics JSON of each sample folder, in the same order")
+    p.add_argument("--source-samples", default=None,
+                   help="the source's sample folder, drawn from the same latents: each set's same-latent correspondence")
 
 
 @verb("quality", "quality", "quality read-out of a source's samples (demo CNN)")
@@ -184,7 +186,8 @@ _IO: dict[str, tuple[str, str]] = {
                    "--out/task.pt (the task's stored state), --out/params.json, --out/samples.png"),
     "sample": ("the source's final.pt and the method's task.pt files up to task T (--states); only the source without --method",
                "--out/samples.pt, --out/samples.json, --out/grid.png"),
-    "evaluate": ("samples.pt of each --samples folder, its prepared task (--data), the demo extractor if used; "
+    "evaluate": ("samples.pt of each --samples folder, its prepared task (--data), the demo extractor if used, "
+                 "the source's samples.pt (--source-samples) if given; "
                  "Inception/VGG weights from the torch hub cache or the config",
                  "one metrics JSON (--out) per sample folder, with its protocol; real-set features cached in --cache"),
     "quality": ("the source's samples (--samples, from `lfsgan sample` without --method), the prepared source domain, "

@@ -23,7 +23,7 @@ def test_summary_and_forgetting_tables(completed_run):
     cfg_methods = {"finetune", "ewc", "piggyback", "lfsgan"}
     assert set(summary["method"]) == cfg_methods
     assert set(summary["task"]) == {"inverted", "sketch"}
-    for col in ("fid", "kid_mean", "intra_lpips", "b_lpips", "params_added"):
+    for col in ("fid", "kid_mean", "intra_lpips", "b_lpips", "correspondence", "params_added"):
         assert summary[col].notna().all(), col
     # the protocol travels with every value, and the demo extractor is flagged as non-standard
     assert (summary["protocol.fid_kid.comparable_to_published"] == False).all()  # noqa: E712
@@ -37,7 +37,7 @@ def test_summary_and_forgetting_tables(completed_run):
         m = allm[(allm.method == method) & (allm.task == "inverted")].set_index("after_task")
         assert m.loc["sketch", "fid"] == m.loc["inverted", "fid"]
     avg = pd.read_csv(rep / "average_forgetting.csv")
-    assert set(avg["metric"]) == {"fid", "kid_mean", "intra_lpips", "b_lpips"}
+    assert set(avg["metric"]) == {"fid", "kid_mean", "intra_lpips", "b_lpips", "correspondence"}
     isolated = avg.method.isin(["lfsgan", "piggyback"])
     assert (avg[isolated]["average_forgetting"] == 0).all()
     assert (avg[isolated]["note"] == "by construction (isolated task state)").all() and avg[~isolated]["note"].isna().all()
@@ -145,10 +145,17 @@ def test_same_latent_grids_put_the_source_beside_each_method_on_identical_latent
         assert rows[1]["samples"] == f"results/samples/{rows[1]['row']}/after_{task}/{task}/samples.pt"
         assert (root / "results" / "report" / f"same_latents_{task}.png").stat().st_size > 0
         assert rows[0]["correspondence"] == 1.0 and all(0 <= r["correspondence"] <= 1 for r in rows)  # source vs itself: 1
+    # every method's generator on every domain it learnt has the correspondence `lfsgan evaluate` measured
+    # (right after its task: the figure's number); the sources' rows have none
     quality = pd.read_csv(root / "results" / "report" / "quality.csv")
-    right_after = quality[quality["generator"] == quality["generator"].str.split(" after ").str[0] + " after " + quality["domain"]]
-    assert len(right_after) == len(cfg["methods"]) * len(cfg["tasks"]) and right_after["correspondence"].notna().all()
-    assert quality.loc[~quality.index.isin(right_after.index), "correspondence"].isna().all()
+    is_source = quality["generator"].str.startswith("source ")
+    assert quality.loc[~is_source, "correspondence"].between(0, 1).all() and quality.loc[is_source, "correspondence"].isna().all()
+    shown = quality.set_index(["generator", "domain"])["correspondence"]
+    for task, rows in rec["tasks"].items():
+        for r in rows[1:]:
+            assert shown[(f"{r['row']} after {task}", task)] == pytest.approx(r["correspondence"], abs=1e-12)
+            metrics = json.loads((root / "results" / "eval" / r["row"] / f"after_{task}" / f"{task}.json").read_text())
+            assert metrics["protocol"]["correspondence"]["z_sha256"] == expected
     src_images, src_meta = load_checkpoint(root / rec["tasks"][cfg["tasks"][0]][0]["samples"])
     assert src_meta["method"] is None and src_meta["z_sha256"] == expected
 

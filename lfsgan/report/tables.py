@@ -11,8 +11,9 @@ import pandas as pd
 from lfsgan.config import REPLICATE_SEP
 from lfsgan.metrics.forgetting import average_forgetting, forgetting_matrix
 
-#: metric -> whether a higher value is better
-METRICS: dict[str, bool] = {"fid": False, "kid_mean": False, "intra_lpips": True, "b_lpips": True}
+#: metric -> whether a higher value is better (correspondence: the same-latent correspondence to the
+#: source's samples, lfsgan.metrics.correspondence; absent from metrics files written before it existed)
+METRICS: dict[str, bool] = {"fid": False, "kid_mean": False, "intra_lpips": True, "b_lpips": True, "correspondence": True}
 
 
 def collect_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -142,17 +143,15 @@ QUALITY_COLUMNS = ["confident_share", "domain_share", "coverage", "coverage_of",
                    "correspondence", "memorised_share", "spread_ratio", "collapsed"]
 
 
-def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] = (),
-                  same_latent: pd.DataFrame | None = None) -> pd.DataFrame:
+def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] = ()) -> pd.DataFrame:
     """One row per generator read out: every source seed (``lfsgan quality`` JSONs) and every
     (method, after task t, task s) (the ``quality`` block of ``lfsgan evaluate`` JSONs).
 
     Columns: ``generator, domain, confident_share, domain_share, coverage, coverage_of, top_digit,
     top_digit_share, correspondence, memorised_share, spread_ratio, collapsed, digit_histogram,
     collapse_reasons, skipped`` (the reason when the read-out did not run, else empty; a field a file
-    predates is None). ``correspondence``, the same-latent correspondence, comes from ``same_latent`` (the report's
-    :func:`lfsgan.verbs.report.same_latent_figures`), for a method's generator right after each task;
-    None elsewhere.
+    predates is None). ``correspondence`` is the metrics file's same-latent correspondence to the source's
+    samples (every method row, every replicate; None for the sources themselves).
     """
     rows = []
     for p in sources:
@@ -163,13 +162,11 @@ def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] =
         rec = json.loads(Path(p).read_text())
         q = rec.get("quality", {"skipped": "metrics file written before the quality read-out existed"})
         rows.append({"generator": f"{rec['method']} after {rec['after_task']}", "after_index": rec["after_index"],
-                     "task_index": rec["task_index"], "domain": rec["task"], **_quality_fields(q)})
+                     "task_index": rec["task_index"], "domain": rec["task"],
+                     **_quality_fields(q), "correspondence": rec.get("correspondence")})
     if not rows:
         return pd.DataFrame(columns=["generator", "domain", *QUALITY_COLUMNS, "digit_histogram", "collapse_reasons", "skipped"])
     df = pd.DataFrame(rows).sort_values(["after_index", "generator", "task_index"], kind="stable")
-    if same_latent is not None and not same_latent.empty:
-        value = {(r.generator, r.domain): r.correspondence for r in same_latent.itertuples()}
-        df["correspondence"] = [value.get((g, d), None) for g, d in zip(df["generator"], df["domain"])]
     return df.drop(columns=["after_index", "task_index"]).reset_index(drop=True)
 
 

@@ -1,4 +1,5 @@
-"""`lfsgan evaluate`: FID/KID, intra-cluster LPIPS and B-LPIPS of sample sets (rule `evaluate`).
+"""`lfsgan evaluate`: FID/KID, intra-cluster LPIPS, B-LPIPS and, given the source's samples of the same
+latents, the same-latent correspondence (:mod:`lfsgan.metrics.correspondence`) of sample sets (rule `evaluate`).
 
 One process evaluates any number of sample sets, each with its own prepared task and output file:
 the imports (torch, torchvision through lpips and torch-fidelity: ~3.5 s on one CPU core) and the LPIPS
@@ -14,7 +15,9 @@ from lfsgan.data import load_prepared, to_float
 from lfsgan.data.shots import run_shots
 from lfsgan.io import load_checkpoint, write_json
 from lfsgan.metrics import fid_kid, lpips_diversity, make_lpips
+from lfsgan.metrics.correspondence import correspondence
 from lfsgan.verbs._common import setup_torch
+from lfsgan.verbs.sample import check_same_latents
 
 log = logging.getLogger("lfsgan")
 
@@ -63,8 +66,9 @@ def quality_block(cfg: dict, extractor_path: str | None, fake, dataset, domain: 
 
 
 def run(cfg: dict, samples: str | list[str], data: str | list[str], cache: str, out: str | list[str],
-        extractor: str | None = None) -> None:
-    """Evaluate ``samples[i]`` against the prepared task ``data[i]`` into ``out[i]``, for every i."""
+        extractor: str | None = None, source_samples: str | None = None) -> None:
+    """Evaluate ``samples[i]`` against the prepared task ``data[i]`` into ``out[i]``, for every i; with
+    ``source_samples`` (the source's sample folder, same latents), each set's correspondence to it too."""
     samples, data, out = ([x] if isinstance(x, str) else list(x) for x in (samples, data, out))
     if not len(samples) == len(data) == len(out):
         raise ValueError(f"lfsgan evaluate: --samples ({len(samples)}), --data ({len(data)}) and --out ({len(out)}) "
@@ -74,15 +78,22 @@ def run(cfg: dict, samples: str | list[str], data: str | list[str], cache: str, 
     device = setup_torch(cfg)
     lp = cfg["evaluation"]["lpips"]
     model = make_lpips(lp["net"], lp["backbone_weights"], lp["allow_random_backbone"], device=device.type)
+    source = None if source_samples is None else (Path(source_samples) / "samples.pt", *load_checkpoint(Path(source_samples) / "samples.pt"))
     for s, d, o in zip(samples, data, out):
-        evaluate_set(cfg, s, d, cache, o, extractor, device, model)
+        evaluate_set(cfg, s, d, cache, o, extractor, device, model, source)
 
 
 def evaluate_set(cfg: dict, samples: str, data: str, cache: str, out: str, extractor: str | None, device,
-                 model) -> None:
-    """The metrics JSON of one sample set (``model``: the LPIPS network from :func:`make_lpips`)."""
+                 model, source: tuple[Path, dict, dict] | None = None) -> None:
+    """The metrics JSON of one sample set (``model``: the LPIPS network from :func:`make_lpips`;
+    ``source``: ``(path, tensors, meta)`` of the source's sample file, or None: no correspondence)."""
     fake_t, meta = load_checkpoint(Path(samples) / "samples.pt")
     fake = fake_t["images"]  # uint8 [N, 3, H, W]
+    corr = None
+    if source is not None:
+        z = check_same_latents([(source[0], source[2]), (Path(samples) / "samples.pt", meta)], "same-latent correspondence")
+        corr = correspondence(source[1]["images"], fake)
+        corr["protocol"] = {"measure": corr["protocol"], "source_samples": str(source[0]), "z_sha256": z, "top1": corr["top1"]}
     dataset = load_prepared(data)
     shot_indices, shots, shot_rule = run_shots(dataset, cfg["data"], split_run(cfg, meta["method"])[1])
     ev = cfg["evaluation"]
@@ -126,8 +137,10 @@ def evaluate_set(cfg: dict, samples: str, data: str, cache: str, out: str, extra
         "b_lpips": div["b_lpips"],
         "entropy": div["entropy"],
         "cluster_sizes": div["cluster_sizes"],
+        "correspondence": None if corr is None else corr["correspondence"],
         "quality": quality_block(cfg, extractor, fake, dataset, Path(data).name, shots=shots),
-        "protocol": {"fid_kid": fid["protocol"], "lpips": div["protocol"], "samples": {k: meta[k] for k in ("n_samples", "seed", "truncation", "latents")}},
+        "protocol": {"fid_kid": fid["protocol"], "lpips": div["protocol"], "samples": {k: meta[k] for k in ("n_samples", "seed", "truncation", "latents")},
+                     "correspondence": None if corr is None else corr["protocol"]},
     }
     write_json(out, record)
     log.info("%s after %s, task %s: FID %.3f KID %.4f intra-LPIPS %.4f B-LPIPS %.4f",

@@ -26,6 +26,7 @@ from lfsgan.report.claims import claims_table
 from lfsgan.report.figures import plot_quality, same_latent_grid
 from lfsgan.train import build_models
 from lfsgan.verbs._models import load_source, model_config
+from lfsgan.verbs.sample import check_same_latents
 from lfsgan.report.tables import (METRICS, collapse_statement, isolated_methods, label_by_construction, quality_table,
                                   replicated_table)
 
@@ -95,9 +96,10 @@ def run(
     methods = list(dict.fromkeys(df["method"]))
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
     sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
-    same_latent = same_latent_figures(same_latents, task_order, out, n=cfg["evaluation"]["grid"] // 2) if same_latents else None
+    if same_latents:
+        same_latent_figures(same_latents, task_order, out, n=cfg["evaluation"]["grid"] // 2)
 
-    qual = quality_table(metrics, quality, same_latent)
+    qual = quality_table(metrics, quality)
     with atomic_path(out / "quality.csv") as tmp:
         qual.to_csv(tmp, index=False)
     plot_quality(qual, out / "quality.png")
@@ -120,8 +122,8 @@ def run(
     md += ["\n## Quality read-out (demo CNN: digit and domain heads)\n", collapse_statement(qual), "\n",
            _quality_protocol(metrics, quality), "\n", to_markdown(qual.drop(columns=["skipped"]) if not qual["skipped"].astype(bool).any() else qual)]
     md += ["\n## Parameters added per task\n", to_markdown(_params_table(params))]
-    md += ["\n## Average forgetting\n", "mean over s < T of metric(s after T) − metric(s after s), sign-flipped for LPIPS "
-           "(higher is better): positive = old tasks got worse.\n\n", to_markdown(avg)]
+    md += ["\n## Average forgetting\n", "mean over s < T of metric(s after T) − metric(s after s), sign-flipped for LPIPS and the "
+           "correspondence (higher is better): positive = old tasks got worse.\n\n", to_markdown(avg)]
     for (method, metric), mat in sorted(matrices.items()):
         md += [f"\n### Forgetting matrix — {method}, {metric}\n", to_markdown(mat.reset_index())]
     if match:
@@ -138,27 +140,23 @@ def run(
     log.info("report written to %s", out)
 
 
-def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int = 8) -> pd.DataFrame:
+def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int = 8) -> None:
     """``same_latents_<task>.png`` per task: the source's first ``n`` samples in the top row and, below,
     each method's generator right after learning that task, drawn from the same latents — checked by
     the ``z_sha256`` every sample file records — plus ``same_latents.json`` naming each row's file and
-    its same-latent correspondence over all of its samples (:mod:`lfsgan.metrics.correspondence`).
+    its same-latent correspondence over all of its samples (:mod:`lfsgan.metrics.correspondence`; the
+    number ``lfsgan evaluate`` records for every sample set, here beside the figure it describes).
 
-    ``samples``: sample folders' ``samples.pt``; the one without a method is the source's. Returns one
-    row per (method, task): ``generator, domain, correspondence``.
+    ``samples``: sample folders' ``samples.pt``; the one without a method is the source's.
     """
     loaded = [(p, *load_checkpoint(p)) for p in samples]
     source = [x for x in loaded if x[2].get("method") is None]
     if len(source) != 1:
         raise ValueError(f"same-latent grids need exactly one source sample file among --same-latents, got {len(source)}")
     record = {"n_per_row": n, "latents": source[0][2]["latents"], "tasks": {}}
-    table: list[dict] = []
     for task in tasks:
         rows = source + [x for x in loaded if x[2].get("method") is not None and x[2]["task"] == task == x[2]["after_task"]]
-        hashes = {x[2]["z_sha256"] for x in rows}
-        if len(hashes) != 1:
-            raise ValueError(f"same-latent grid of task '{task}': its sample files were drawn from different latents "
-                             f"({', '.join(str(x[0]) for x in rows)}); regenerate them with one evaluation.seed")
+        check_same_latents([(x[0], x[2]) for x in rows], f"same-latent grid of task '{task}'")
         labels = ["source"] + [x[2]["method"] for x in rows[1:]]
         same_latent_grid([(label, x[1]["images"][:n].numpy()) for label, x in zip(labels, rows)],
                          out / f"same_latents_{task}.png",
@@ -167,11 +165,8 @@ def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int 
         record["tasks"][task] = [{"row": label, "samples": str(x[0]), "z_sha256": x[2]["z_sha256"],
                                   "correspondence": c["correspondence"], "top1": c["top1"]}
                                  for label, x, c in zip(labels, rows, scores)]
-        table += [{"generator": f"{label} after {task}", "domain": task, "correspondence": c["correspondence"]}
-                  for label, c in zip(labels[1:], scores[1:])]
         record["protocol"] = scores[0]["protocol"]
     write_json(out / "same_latents.json", record)
-    return pd.DataFrame(table, columns=["generator", "domain", "correspondence"])
 
 
 def _analyses(cfg: dict, df: pd.DataFrame, tasks: list[str], match: list[str], lmc: list[str], fisher: str | None,
@@ -199,11 +194,11 @@ def _quality_protocol(metrics: list[str], sources: list[str]) -> str:
                     f"(threshold {pr['threshold']}); {pr['collapse_criterion']}. Extractor {ex.get('path')} "
                     f"(sha256 {str(ex.get('sha256'))[:12]}…), trained on {data}; held-out accuracy "
                     f"{ex.get('heldout_accuracy')} on {(ex.get('heldout') or {}).get('n_images')} images never trained on. "
-                    "Digit histogram: confident samples per digit 0–9. correspondence (a method's generator right after "
-                    "its task; no classifier): for each latent, the share of other latents' source samples less like "
+                    "Digit histogram: confident samples per digit 0–9. correspondence (every method row, against the base "
+                    "source's samples of the same latents; no classifier): for each latent, the share of other latents' source samples less like "
                     "its task sample than its own latent's source sample is, in thickened, blurred ink maps, averaged "
                     "over latents — 1 when every latent keeps its source shape, 0.5 for one shape for every latent or "
-                    "shapes unrelated to the latents; same_latents.json has its protocol.\n")
+                    "shapes unrelated to the latents; its protocol is in each metrics file.\n")
     return ""
 
 

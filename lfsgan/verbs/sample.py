@@ -96,6 +96,16 @@ def run(cfg: dict, source: str, out: str, method: str | None = None, after: str 
     log.info("%d samples of %s -> %s", len(images), "the source" if method is None else f"{task} after {after} ({method})", out)
 
 
+def check_same_latents(files: list[tuple[str, dict]], what: str) -> str:
+    """The ``z_sha256`` shared by sample files ``[(path, meta), ...]``; a ValueError naming ``what`` and
+    the files when they were drawn from different latents (or a file predates the record)."""
+    hashes = {meta.get("z_sha256") for _, meta in files}
+    if len(hashes) != 1 or None in hashes:
+        raise ValueError(f"{what}: the sample files were not drawn from the same latents "
+                         f"({', '.join(str(path) for path, _ in files)}); regenerate them with one evaluation.seed")
+    return hashes.pop()
+
+
 def _positions(cfg: dict, after: str | None, task: str | None, states: list[str]) -> tuple[int, int]:
     """(t, s): positions of ``after`` and ``task`` in the config's tasks, checked against ``states``."""
     tasks = cfg["tasks"]

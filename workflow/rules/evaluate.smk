@@ -69,6 +69,10 @@ rule sample_source:
         "lfsgan sample --config {CONFIG_FILE} --source {input.source} --out {params.out} > {log} 2>&1"
 
 
+# The base source's samples, drawn from the same latents as every task generator's: each set's
+# same-latent correspondence is measured against them.
+SOURCE_SAMPLES = f"results/samples/source/seed{BASE_SEED}/samples.pt"
+
 # A change to the evaluation protocol (params) re-evaluates without resampling; evaluation.jobs says
 # whether one job evaluates one sample set or all of a method run's sets in one process.
 EVAL_PROTOCOL = json.dumps(
@@ -82,6 +86,7 @@ if config["evaluation"]["jobs"] == "per_set":
             samples="results/samples/{method}/after_{after}/{task}/samples.pt",
             data="results/data/{task}/images.pt",
             extractor=_extractor_input,
+            source_samples=SOURCE_SAMPLES,
         output:
             "results/eval/{method}/after_{after}/{task}.json",
         params:
@@ -89,6 +94,7 @@ if config["evaluation"]["jobs"] == "per_set":
             samples_dir=lambda wc, input: Path(input.samples).parent,
             data_dir=lambda wc, input: Path(input.data).parent,
             extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
+            source_dir=lambda wc, input: Path(input.source_samples).parent,
         log:
             "logs/evaluate/{method}/after_{after}/{task}.log",
         benchmark:
@@ -99,7 +105,7 @@ if config["evaluation"]["jobs"] == "per_set":
             gpu=GPU,
         shell:
             "lfsgan evaluate --config {CONFIG_FILE} --samples {params.samples_dir} --data {params.data_dir} {params.extractor}"
-            " --cache results/eval/.cache --out {output} > {log} 2>&1"
+            " --source-samples {params.source_dir} --cache results/eval/.cache --out {output} > {log} 2>&1"
 
 else:
 
@@ -108,6 +114,7 @@ else:
             samples=lambda wc: [f"results/samples/{wc.method}/after_{a}/{t}/samples.pt" for a, t in EVAL_PAIRS],
             data=[f"results/data/{t}/images.pt" for _, t in EVAL_PAIRS],
             extractor=_extractor_input,
+            source_samples=SOURCE_SAMPLES,
         output:
             [f"results/eval/{{method}}/after_{a}/{t}.json" for a, t in EVAL_PAIRS],
         params:
@@ -115,6 +122,7 @@ else:
             samples_dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.samples),
             data_dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.data),
             extractor=lambda wc, input: f"--extractor {input.extractor[0]}" if input.extractor else "",
+            source_dir=lambda wc, input: Path(input.source_samples).parent,
         log:
             "logs/evaluate/{method}.log",
         benchmark:
@@ -125,7 +133,7 @@ else:
             gpu=GPU,
         shell:
             "lfsgan evaluate --config {CONFIG_FILE} --samples {params.samples_dirs} --data {params.data_dirs}"
-            " {params.extractor} --cache results/eval/.cache --out {output} > {log} 2>&1"
+            " {params.extractor} --source-samples {params.source_dir} --cache results/eval/.cache --out {output} > {log} 2>&1"
 
 
 if DEMO_EXTRACTOR:
