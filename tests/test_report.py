@@ -165,5 +165,14 @@ def test_same_latent_grids_put_the_source_beside_each_method_on_identical_latent
     images, meta = load_checkpoint(method_file)
     forged = tmp_path / "forged" / "samples.pt"
     save_checkpoint(forged, images, {**meta, "z_sha256": latents_sha256(latent_codes(4, 3, 0))})
-    with pytest.raises(ValueError, match="different latents"):
+    with pytest.raises(ValueError, match="not drawn from the same latents"):
         same_latent_figures([str(root / rec["tasks"][task][0]["samples"]), str(forged)], [task], tmp_path / "out")
+    # ... and so does `lfsgan evaluate`, before it writes anything, when the source's samples are the forged ones
+    from lfsgan.config import validate_config
+    from lfsgan.verbs import evaluate
+
+    out = tmp_path / "eval" / "forged.json"
+    with pytest.raises(ValueError, match="not drawn from the same latents"):
+        evaluate.run(validate_config(cfg), str(method_file.parent), str(root / "results" / "data" / task),
+                     str(tmp_path / "cache"), str(out), source_samples=str(forged.parent))
+    assert not out.exists()
