@@ -27,6 +27,7 @@ Configs: the demo (size 32, channel_max 64, style_dim 64, n_mlp 4, batch 16) and
 Wall-clock and process CPU time are both printed; on a CPU shared with other jobs trust the latter.
 
     python benchmarks/methods_step.py [--device auto] [--threads N] [--steps 16] [--rounds 3] [--full] [--only demo|full] [--ms-breakdown]
+                                      [--precision float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _random_lpips(device: torch.device) -> torch.nn.Module:
     return make_lpips("vgg", allow_random_backbone=True, allow_download=False, device=str(device))
 
 
-def _trainer(variant: str, model: dict, batch: int, device: torch.device) -> Trainer:
+def _trainer(variant: str, model: dict, batch: int, device: torch.device, precision: str = "float32") -> Trainer:
     kind, options = VARIANTS[variant]
     G, D = _models(model, device)
     source = ({k: v.clone() for k, v in G.state_dict().items()}, {k: v.clone() for k, v in D.state_dict().items()})
@@ -97,11 +98,11 @@ def _trainer(variant: str, model: dict, batch: int, device: torch.device) -> Tra
     if kind == "lfsgan" and options.get("mode_seeking", "intended") != "off":
         method.lpips_model = _random_lpips(device)
     method.setup(G, D, TaskContext(0, "bench", *source, device=device, extras=extras))
-    return Trainer(G, D, TrainConfig(batch=batch, device=device.type), method)
+    return Trainer(G, D, TrainConfig(batch=batch, device=device.type, precision=precision), method)
 
 
 def seconds_per_iteration(variants: list[str], model: dict, batch: int, device: torch.device, steps: int,
-                          warmup: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+                          warmup: int, rounds: int, precision: str = "float32") -> dict[str, list[tuple[float, float]]]:
     """Per variant, one (wall-clock s, process CPU s) per iteration for each of ``rounds`` rounds.
 
     Every round runs ``steps`` iterations of each variant in turn (the order reversed every other
@@ -109,7 +110,7 @@ def seconds_per_iteration(variants: list[str], model: dict, batch: int, device: 
     ratios are taken round by round.
     """
     real = torch.rand(batch, 3, model["size"], model["size"], generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
-    trainers = {v: _trainer(v, model, batch, device) for v in variants}
+    trainers = {v: _trainer(v, model, batch, device, precision) for v in variants}
     for trainer in trainers.values():
         for i in range(warmup):
             trainer.step(1 + 4 * i, real)  # plain patch-D iterations (no R1, no path length, not anchors)
@@ -244,6 +245,9 @@ def main() -> None:
     ap.add_argument("--reconstruction-only", action="store_true", help="skip the training steps (e.g. 256 px on a CPU)")
     ap.add_argument("--reps", type=int, default=10, help="repetitions of the reconstruction timing")
     ap.add_argument("--ms-breakdown", action="store_true", help="also time the parts of the mode-seeking term")
+    ap.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                    help="every variant's train.precision (bfloat16: autocast, a method's own terms included; "
+                         "needs native bfloat16, else float32 with a warning)")
     args = ap.parse_args()
 
     device = setup_device(args)
@@ -257,12 +261,12 @@ def main() -> None:
                                                         style_dim=512, n_mlp=8), 4))
     variants = ["finetune"] + [v for v in args.variants if v != "finetune"]
     for label, model, batch in configs:
-        print(f"\n{label}: {model}, batch {batch}")
+        print(f"\n{label}: {model}, batch {batch}, precision {args.precision}")
         if not args.reconstruction_only:
             print(f"{args.rounds} rounds of {args.steps} iterations per variant, interleaved, after {args.warmup} warm-up;\n"
                   f"median over rounds (x finetune: median of the round-by-round ratios, [min, max])\n"
                   f"{'variant':<14} {'s/iter':>9} {'img/s':>9} {'x finetune':>24} {'cpu-s/iter':>11} {'x finetune':>24}")
-            times = seconds_per_iteration(variants, model, batch, device, args.steps, args.warmup, args.rounds)
+            times = seconds_per_iteration(variants, model, batch, device, args.steps, args.warmup, args.rounds, args.precision)
             base = times["finetune"]
             for v in variants:
                 sec = statistics.median(t[0] for t in times[v])

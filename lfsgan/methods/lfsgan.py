@@ -205,8 +205,10 @@ class LFSGAN(Method):
         images, feats = G.synthesis(ws, noise_mode="random", return_features=True)
         lpips_model = self._lpips(device)
         clusters = assign_clusters(images, real, lpips_model, self._real_features.features(lpips_model, real))  # [N]
-        # d(w_i, w_j) on w itself: the broadcast ws repeats it n_latent times, the same mean distance
-        loss, self.last_info = mode_seeking_loss(z, w, feats, images, clusters, real.shape[0], variant)
+        # d(w_i, w_j) on w itself: the broadcast ws repeats it n_latent times, the same mean distance. The
+        # distances in float32 also when the step runs under bfloat16 autocast (a no-op in float32)
+        loss, self.last_info = mode_seeking_loss(z, w.float(), [f.float() for f in feats], images.float(), clusters,
+                                                 real.shape[0], variant)
         return {"mode_seeking": self.options["ms_weight"] * loss}
 
     # --- storage ---------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ path-length probe ``y`` from the trainer's own ``torch.Generator``s; a method's 
 ``torch.Generator`` attributes it keeps (see :meth:`Trainer.generators`); per-layer noise from torch's
 global RNG (see :func:`lfsgan.train.state.global_rng_state`); real batches from the sampler.
 
-Fast paths (:mod:`lfsgan.train.fastpath`, all off by default): steps 1 and 3 may run under bfloat16
-autocast and through ``torch.compile``d G and D, in channels-last memory order; R1 and the path-length
+Fast paths (:mod:`lfsgan.train.fastpath`, all off by default): steps 1 and 3 (with the method's own
+generator terms) may run under bfloat16 autocast and through ``torch.compile``d G and D, in channels-last memory order; R1 and the path-length
 term always run the eager modules in float32.
 
 Data-parallel (a :class:`lfsgan.train.distributed.Shard` of several processes): ``real`` holds this
@@ -181,7 +181,8 @@ class Trainer:
             fake, latents = self._fake(m, step, batch)
             g_loss = g_nonsaturating_loss(self._discriminate(D, fake, step).float())
         _check_finite("g_loss", g_loss, step)
-        terms = m.generator_loss_terms(G, self.D, real, step)
+        with fast.autocast():  # a method's own terms (LFS-GAN: a G pass and LPIPS on 4·B more samples) too
+            terms = m.generator_loss_terms(G, self.D, real, step)
         ms_weight = cfg.mode_seeking_weight_at(step)
         if ms_weight > 0:
             z = torch.cat(latents, 1)  # [B, L]
