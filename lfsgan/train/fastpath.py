@@ -3,7 +3,8 @@
 - ``precision: bfloat16``: the D and G steps' forward passes under ``torch.autocast(dtype=bfloat16)``,
   a method's own generator terms included (LFS-GAN's extra G pass and LPIPS cluster assignment;
   its mode-seeking distances are taken in float32) — matmuls and convolutions in bfloat16, losses and
-  reductions in float32; weights, gradients and Adam stay float32. The lazy regularisers (R1, path length) stay float32: they differentiate twice.
+  reductions in float32; weights, gradients and Adam stay float32. The lazy regularisers (R1, path
+  length) stay float32: they differentiate twice.
   Needs a CPU with native bfloat16 (oneDNN's check) or a CUDA GPU that supports it.
 - ``channels_last: true``: G's and D's 4-D weights and the image batches in NHWC memory order
   (oneDNN and cuDNN convolutions prefer it). Same numbers up to the convolution algorithm's rounding.

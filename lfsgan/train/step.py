@@ -17,8 +17,8 @@ path-length probe ``y`` from the trainer's own ``torch.Generator``s; a method's 
 global RNG (see :func:`lfsgan.train.state.global_rng_state`); real batches from the sampler.
 
 Fast paths (:mod:`lfsgan.train.fastpath`, all off by default): steps 1 and 3 (with the method's own
-generator terms) may run under bfloat16 autocast and through ``torch.compile``d G and D, in channels-last memory order; R1 and the path-length
-term always run the eager modules in float32.
+generator terms) may run under bfloat16 autocast and through ``torch.compile``d G and D, in
+channels-last memory order; R1 and the path-length term always run the eager modules in float32.
 
 Data-parallel (a :class:`lfsgan.train.distributed.Shard` of several processes): ``real`` holds this
 rank's rows of the batch; latents, the style-mixing cut and the path-length probe are drawn for the

@@ -78,7 +78,10 @@ def run(cfg: dict, samples: str | list[str], data: str | list[str], cache: str, 
     device = setup_torch(cfg)
     lp = cfg["evaluation"]["lpips"]
     model = make_lpips(lp["net"], lp["backbone_weights"], lp["allow_random_backbone"], device=device.type)
-    source = None if source_samples is None else (Path(source_samples) / "samples.pt", *load_checkpoint(Path(source_samples) / "samples.pt"))
+    source = None
+    if source_samples is not None:
+        path = Path(source_samples) / "samples.pt"
+        source = (path, *load_checkpoint(path))  # (path, {"images": uint8 [N, 3, H, W]}, meta)
     for s, d, o in zip(samples, data, out):
         evaluate_set(cfg, s, d, cache, o, extractor, device, model, source)
 
