@@ -366,7 +366,8 @@ def test_one_evaluate_process_per_set_writes_what_the_grouped_job_wrote(complete
     assert config["evaluation"]["jobs"] == "per_method", "config/test.yaml evaluates per method, as the demo"
     task = config["tasks"][-1]
     cell = f"lfsgan/after_{task}/{task}"
-    args = ["--config", "config/config.yaml", "--extractor", "results/extractor/demo_cnn.pt", "--cache", str(tmp_path / "cache")]
+    args = ["--config", "config/config.yaml", "--extractor", "results/extractor/demo_cnn.pt", "--cache", str(tmp_path / "cache"),
+            "--source-samples", f"results/samples/source/seed{config['source']['seeds'][0]}"]
     completed_run.run("lfsgan", "evaluate", *args, "--samples", f"results/samples/{cell}", "--data", f"results/data/{task}",
                       "--out", str(tmp_path / "alone.json"))
     alone = json.loads((tmp_path / "alone.json").read_text())

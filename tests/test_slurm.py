@@ -103,14 +103,15 @@ def rule_logs(project) -> dict[str, Path]:
 
 def slice_targets(project) -> tuple[list[str], set[str]]:
     """Targets reaching every rule but `report` in few jobs: one (method, task) evaluation of an
-    EWC method (so the Fisher runs) and the LMC curve of the first seed pair; and those rules."""
+    EWC method (so the Fisher and the base source's sampling run) and the LMC curve of the first seed
+    pair; and those rules."""
     config = yaml.safe_load(project.read_config())
     method = next(m for m, spec in config["methods"].items() if spec["kind"] == "ewc")
     task = config["tasks"][0]
     a, b = config["source"]["seeds"][:2]
     targets = [f"results/eval/{method}/after_{task}/{task}.json", f"results/lmc/{a}_{b}/lmc.json"]
-    rules = {"prepare_data", "pretrain_source", "fisher", "train_task", "sample", "evaluate",
-             "match_permutation", "lmc_curve"}
+    rules = {"prepare_data", "pretrain_source", "fisher", "train_task", "sample", "sample_source", "evaluate",
+             "match_permutation", "lmc_curve"}  # sample_source: evaluate's same-latent correspondence reads the source's samples
     if config["evaluation"]["fid"]["extractor"] == "lfsgan-demo-cnn":
         rules.add("train_extractor")
     return targets, rules
