@@ -166,7 +166,16 @@ def test_same_latent_grids_put_the_source_beside_each_method_on_identical_latent
     forged = tmp_path / "forged" / "samples.pt"
     save_checkpoint(forged, images, {**meta, "z_sha256": latents_sha256(latent_codes(4, 3, 0))})
     with pytest.raises(ValueError, match="not drawn from the same latents"):
-        same_latent_figures([str(root / rec["tasks"][task][0]["samples"]), str(forged)], [task], tmp_path / "out")
+        same_latent_figures([str(root / rec["tasks"][task][0]["samples"]), str(forged)], [task], tmp_path / "out", [])
+    # the figure's number is the metrics file's: one that measured on other latents is refused too
+    row = rec["tasks"][task][1]
+    measured = json.loads((root / row["metrics"]).read_text())
+    assert row["metrics"] == f"results/eval/{row['row']}/after_{task}/{task}.json"
+    measured["protocol"]["correspondence"]["z_sha256"] = latents_sha256(latent_codes(4, 3, 0))
+    (tmp_path / "stale.json").write_text(json.dumps(measured))
+    with pytest.raises(ValueError, match="measured its correspondence on latents"):
+        same_latent_figures([str(root / rec["tasks"][task][0]["samples"]), str(method_file)], [task], tmp_path / "out",
+                            [str(tmp_path / "stale.json")])
     # ... and so does `lfsgan evaluate`, before it writes anything, when the source's samples are the forged ones
     from lfsgan.config import validate_config
     from lfsgan.verbs import evaluate

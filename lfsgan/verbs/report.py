@@ -10,7 +10,6 @@ import pandas as pd
 
 from lfsgan.io import atomic_path, load_checkpoint, write_json
 from lfsgan.metrics import count_tensors
-from lfsgan.metrics.correspondence import correspondence
 from lfsgan.report.merging import claim3_verdict, merge_comparison
 from lfsgan.report import (
     collect_metrics,
@@ -97,7 +96,7 @@ def run(
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
     sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
     if same_latents:
-        same_latent_figures(same_latents, task_order, out, n=cfg["evaluation"]["grid"] // 2)
+        same_latent_figures(same_latents, task_order, out, metrics, n=cfg["evaluation"]["grid"] // 2)
 
     qual = quality_table(metrics, quality)
     with atomic_path(out / "quality.csv") as tmp:
@@ -140,32 +139,50 @@ def run(
     log.info("report written to %s", out)
 
 
-def same_latent_figures(samples: list[str], tasks: list[str], out: Path, n: int = 8) -> None:
+def same_latent_figures(samples: list[str], tasks: list[str], out: Path, metrics: list[str], n: int = 8) -> None:
     """``same_latents_<task>.png`` per task: the source's first ``n`` samples in the top row and, below,
     each method's generator right after learning that task, drawn from the same latents — checked by
     the ``z_sha256`` every sample file records — plus ``same_latents.json`` naming each row's file and
-    its same-latent correspondence over all of its samples (:mod:`lfsgan.metrics.correspondence`; the
-    number ``lfsgan evaluate`` records for every sample set, here beside the figure it describes).
+    its same-latent correspondence (:mod:`lfsgan.metrics.correspondence`), read from the metrics file
+    ``lfsgan evaluate`` wrote for that sample set (its recorded latents must be the figure's).
 
     ``samples``: sample folders' ``samples.pt``; the one without a method is the source's.
+    ``metrics``: the metrics JSONs of ``lfsgan evaluate``.
     """
     loaded = [(p, *load_checkpoint(p)) for p in samples]
     source = [x for x in loaded if x[2].get("method") is None]
     if len(source) != 1:
         raise ValueError(f"same-latent grids need exactly one source sample file among --same-latents, got {len(source)}")
+    measured = {}
+    for p in metrics:
+        rec = json.loads(Path(p).read_text())
+        if rec.get("correspondence") is not None:
+            measured[(rec["method"], rec["after_task"], rec["task"])] = (p, rec)
     record = {"n_per_row": n, "latents": source[0][2]["latents"], "tasks": {}}
     for task in tasks:
         rows = source + [x for x in loaded if x[2].get("method") is not None and x[2]["task"] == task == x[2]["after_task"]]
-        check_same_latents([(x[0], x[2]) for x in rows], f"same-latent grid of task '{task}'")
+        z = check_same_latents([(x[0], x[2]) for x in rows], f"same-latent grid of task '{task}'")
         labels = ["source"] + [x[2]["method"] for x in rows[1:]]
         same_latent_grid([(label, x[1]["images"][:n].numpy()) for label, x in zip(labels, rows)],
                          out / f"same_latents_{task}.png",
                          f"Task '{task}': each column one latent z; the source and each method right after learning the task")
-        scores = [correspondence(source[0][1]["images"], x[1]["images"]) for x in rows]
-        record["tasks"][task] = [{"row": label, "samples": str(x[0]), "z_sha256": x[2]["z_sha256"],
-                                  "correspondence": c["correspondence"], "top1": c["top1"]}
-                                 for label, x, c in zip(labels, rows, scores)]
-        record["protocol"] = scores[0]["protocol"]
+        # the source against itself: 1 by construction (every latent's nearest source sample is its own)
+        entries = [{"row": "source", "samples": str(source[0][0]), "z_sha256": z, "correspondence": 1.0,
+                    "top1": 1.0, "by_construction": True}]
+        for label, x in zip(labels[1:], rows[1:]):
+            key = (label, task, task)
+            if key not in measured:
+                raise ValueError(f"same-latent grid of task '{task}': no metrics file with a correspondence for "
+                                 f"'{label}' after '{task}' (samples {x[0]}); run `lfsgan evaluate` with --source-samples")
+            path, rec = measured[key]
+            proto = rec["protocol"]["correspondence"]
+            if proto["z_sha256"] != z:
+                raise ValueError(f"same-latent grid of task '{task}': {path} measured its correspondence on latents "
+                                 f"{proto['z_sha256'][:12]}…, the figure's samples were drawn from {z[:12]}…; re-run evaluate")
+            entries.append({"row": label, "samples": str(x[0]), "z_sha256": z, "correspondence": rec["correspondence"],
+                            "top1": proto["top1"], "metrics": str(path)})
+            record["protocol"] = proto["measure"]
+        record["tasks"][task] = entries
     write_json(out / "same_latents.json", record)
 
 
