@@ -39,9 +39,10 @@ class _StrictLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        self.flatten_mapping(node)  # merge keys (<<) first: a key they bring in may be overridden
         first_line: dict[Any, int] = {}
-        for key_node, _value in node.value:
+        for key_node, _value in node.value:  # the mapping's own keys: those a merge (<<) brings in may be overridden
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, (str, int, float, bool)) and key in first_line:
@@ -49,6 +50,7 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"key {key!r} appears twice in one mapping (lines {first_line[key]} and {line}); "
                     "YAML would silently keep the last one: delete or merge one of them", key_node.start_mark)
             first_line.setdefault(key, line)
+        self.flatten_mapping(node)
         return super().construct_mapping(node, deep=deep)
 
 

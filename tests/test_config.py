@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lfsgan.config import ConfigError, load_config, method_train_config, permutation_pairs, validate_config
+from lfsgan.config import ConfigError, load_config, read_yaml, method_train_config, permutation_pairs, validate_config
 from lfsgan.methods import METHODS, make_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +190,17 @@ def test_duplicate_keys_are_refused_naming_the_key_and_both_lines(tmp_path, case
     path.write_text(text)
     with pytest.raises(ConfigError, match=rf"{path}: key '{key}' appears twice in one mapping \(lines {a} and {b}\)"):
         load_config(path)
+
+
+def test_a_key_brought_in_by_a_yaml_merge_may_be_overridden_but_not_given_twice(tmp_path):
+    """YAML merge keys (``<<: *anchor``) exist so that a mapping can override what they bring in (the
+    sweep's variants: ``{<<: *rank1, ms_weight: 3.0}``); the mapping's own keys still count once each."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {rank: 1, ms_weight: 1.0}\nvariant: {<<: *b, ms_weight: 3.0}\n")
+    assert read_yaml(path) == {"base": {"rank": 1, "ms_weight": 1.0}, "variant": {"rank": 1, "ms_weight": 3.0}}
+    path.write_text("base: &b {rank: 1}\nvariant: {<<: *b, ms_weight: 3.0, ms_weight: 2.0}\n")
+    with pytest.raises(ConfigError, match=r"key 'ms_weight' appears twice in one mapping \(lines 2 and 2\)"):
+        read_yaml(path)
 
 
 @pytest.mark.parametrize("case", list(DUPLICATES))
