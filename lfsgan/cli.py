@@ -106,6 +106,8 @@ def _(p):
 def _(p):
     p.add_argument("--samples", required=True, help="sample folder of the source (`lfsgan sample` without --method)")
     p.add_argument("--data", required=True, help="prepared source domain folder")
+    p.add_argument("--task-data", nargs="*", default=[],
+                   help="prepared task folders: each built-in task also reads the source's samples restyled by its recipe (the ceiling)")
     p.add_argument("--extractor", default=None, help="demo extractor weights (lfsgan-demo-cnn)")
     p.add_argument("--out", required=True, help="quality JSON")
 
@@ -191,7 +193,7 @@ _IO: dict[str, tuple[str, str]] = {
                  "Inception/VGG weights from the torch hub cache or the config",
                  "one metrics JSON (--out) per sample folder, with its protocol; real-set features cached in --cache"),
     "quality": ("the source's samples (--samples, from `lfsgan sample` without --method), the prepared source domain, "
-                "the demo extractor", "the quality JSON (--out)"),
+                "the prepared tasks (--task-data), the demo extractor", "the quality JSON (--out)"),
     "match": ("two sources' final.pt (--a, --b)", "--out/permuted.pt, --out/match.json, --out/svd.csv and plots"),
     "lmc": ("two sources' final.pt, B's permuted.pt, the prepared source domain",
             "--out/lmc.csv, --out/lmc.json, --out/lmc.png; real-set features cached in --cache"),

@@ -589,6 +589,19 @@ def test_diversity_reuses_assignment_features_with_the_same_result(random_lpips,
     assert kept["b_lpips"] == pytest.approx(again["b_lpips"], rel=1e-6)
 
 
+def test_restyle_redraws_plain_images_exactly_as_the_domains_recipe_draws_them():
+    """The ceiling rows of the quality table redraw the source's samples by each task's recipe; on a
+    plain rendering (white ink on black) that is the recipe itself, pixel for pixel, in every style."""
+    from lfsgan.data.demo import SOURCE_DIGITS, STYLES, render_style, restyle, select_rows
+
+    rows = select_rows(SOURCE_DIGITS, "target")[::25]
+    plain = render_style("plain", rows)
+    for style in STYLES:
+        assert torch.equal(restyle(plain, style, seed=1234), render_style(style, rows, seed=1234)), style
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        restyle(plain.float(), "sketch")
+
+
 @pytest.mark.parametrize("style", ["inverted", "sketch", "colour"])
 def test_same_latent_correspondence_reads_a_perfect_restyling_as_kept(style):
     """The demo's own recipe applied to the source style's images (a perfect restyling: every latent

@@ -135,6 +135,19 @@ def render_style(
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()  # [N, 3, R, R]
 
 
+def restyle(images: torch.Tensor, style: str, seed: int = 0) -> torch.Tensor:
+    """Images drawn in the source's ``plain`` style (white ink on black, uint8 ``[N, 3, H, W]``: the
+    source generator's samples) redrawn in ``style`` by the recipe the demo's domains use — what a
+    task generator that restyled every sample perfectly would draw. The ink mask is the channel mean;
+    for a ``plain`` rendering it is the digit's mask exactly, so ``restyle(render_style("plain", rows),
+    s, seed) == render_style(s, rows, seed)``."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"restyle expects uint8 RGB images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+    masks = images.to(torch.int32).sum(1).add(1).div(3, rounding_mode="floor").to(torch.uint8).numpy()  # [N, H, W]
+    rgb = {**STYLES, **READOUT_STYLES}[style](masks, np.random.default_rng(seed))  # [N, H, W, 3]
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()
+
+
 def colourise(masks: np.ndarray, background: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     """Blend per pixel: ``(bg·(255 − m) + fg·m) / 255``, rounded, in exact integer arithmetic.
 

@@ -151,13 +151,18 @@ def quality_table(metrics: Iterable[str | Path], sources: Iterable[str | Path] =
     top_digit_share, correspondence, memorised_share, spread_ratio, collapsed, digit_histogram,
     collapse_reasons, skipped`` (the reason when the read-out did not run, else empty; a field a file
     predates is None). ``correspondence`` is the metrics file's same-latent correspondence to the source's
-    samples (every method row, every replicate; None for the sources themselves).
+    samples (every method row, every replicate; None for the sources themselves). ``source <seed>
+    restyled`` rows (one per built-in task) read the source's samples redrawn by that task's recipe: the
+    most a task generator from that source can reach.
     """
     rows = []
     for p in sources:
         rec = json.loads(Path(p).read_text())
         rows.append({"generator": f"source {rec['source']}", "after_index": -1, "task_index": -1,
                      "domain": rec["domain"], **_quality_fields(rec["quality"])})
+        for task, block in rec.get("restyled", {}).items():  # the ceiling: the source's samples in the task's style
+            rows.append({"generator": f"source {rec['source']} restyled", "after_index": -1, "task_index": -1,
+                         "domain": task, **_quality_fields(block)})
     for p in metrics:
         rec = json.loads(Path(p).read_text())
         q = rec.get("quality", {"skipped": "metrics file written before the quality read-out existed"})
@@ -182,6 +187,7 @@ def collapse_statement(quality: pd.DataFrame) -> str:
     if quality.empty or quality["skipped"].astype(bool).all():
         why = quality["skipped"].iloc[0] if not quality.empty else "no generator was read out"
         return f"No quality read-out: {why}.\n"
+    quality = quality[~quality["generator"].str.endswith(" restyled")]  # references (the ceiling), not generators
     bad = quality[quality["collapsed"] == True]  # noqa: E712 (None for skipped rows)
     if bad.empty:
         lines = [f"No generator met the collapse criterion ({len(quality)} read out)."]

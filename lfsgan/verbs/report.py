@@ -215,7 +215,9 @@ def _quality_protocol(metrics: list[str], sources: list[str]) -> str:
                     "source's samples of the same latents; no classifier): for each latent, the share of other latents' source samples less like "
                     "its task sample than its own latent's source sample is, in thickened, blurred ink maps, averaged "
                     "over latents — 1 when every latent keeps its source shape, 0.5 for one shape for every latent or "
-                    "shapes unrelated to the latents; its protocol is in each metrics file.\n")
+                    "shapes unrelated to the latents; its protocol is in each metrics file. 'source <seed> restyled' rows: "
+                    "the source's own samples redrawn by each task's style recipe — what a task generator that kept every "
+                    "latent's digit and took the style perfectly would read, the ceiling of coverage and top-digit share.\n")
     return ""
 
 

@@ -142,6 +142,7 @@ if DEMO_EXTRACTOR:
         input:
             samples=rules.sample_source.output.samples,
             data=f"results/data/{config['source']['domain']}/images.pt",
+            task_data=[f"results/data/{t}/images.pt" for t in TASKS],
             extractor=EXTRACTOR,
         output:
             "results/quality/source/seed{seed}.json",
@@ -151,6 +152,7 @@ if DEMO_EXTRACTOR:
             ),
             data_dir=lambda wc, input: Path(input.data).parent,
             samples_dir=lambda wc, input: Path(input.samples).parent,
+            task_dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.task_data),
         log:
             "logs/quality_source/seed{seed}.log",
         benchmark:
@@ -161,4 +163,4 @@ if DEMO_EXTRACTOR:
             gpu=GPU,
         shell:
             "lfsgan quality --config {CONFIG_FILE} --samples {params.samples_dir} --data {params.data_dir}"
-            " --extractor {input.extractor} --out {output} > {log} 2>&1"
+            " --task-data {params.task_dirs} --extractor {input.extractor} --out {output} > {log} 2>&1"
