@@ -128,11 +128,18 @@ def render_style(
     """The MNIST ``rows`` drawn in ``style`` (a key of :data:`STYLES` or :data:`READOUT_STYLES`) as uint8
     ``[N, 3, R, R]``."""
     masks = np.pad(load_mnist_5k().digits[rows], ((0, 0), (PAD, PAD), (PAD, PAD)))  # [N, 32, 32]
-    rgb = {**STYLES, **READOUT_STYLES}[style](masks, np.random.default_rng(seed))  # [N, 32, 32, 3]
-    if resolution != DEMO_RESOLUTION:
+    return _draw(masks, style, seed, resolution, resize_filter)  # [N, 3, R, R]
+
+
+def _draw(masks: np.ndarray, style: str, seed: int, resolution: int | None = None,
+          resize_filter: str = "lanczos") -> torch.Tensor:
+    """Ink ``masks`` (uint8 [N, H, W]) drawn in ``style``, resized to ``resolution`` when it differs, as
+    uint8 ``[N, 3, R, R]``."""
+    rgb = {**STYLES, **READOUT_STYLES}[style](masks, np.random.default_rng(seed))  # [N, H, W, 3]
+    if resolution is not None and resolution != masks.shape[1]:
         resample = resample_filter(resize_filter)
         rgb = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), resample)) for im in rgb])
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()  # [N, 3, R, R]
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()
 
 
 def restyle(images: torch.Tensor, style: str, seed: int = 0) -> torch.Tensor:
@@ -144,8 +151,7 @@ def restyle(images: torch.Tensor, style: str, seed: int = 0) -> torch.Tensor:
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"restyle expects uint8 RGB images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
     masks = images.to(torch.int32).sum(1).add(1).div(3, rounding_mode="floor").to(torch.uint8).numpy()  # [N, H, W]
-    rgb = {**STYLES, **READOUT_STYLES}[style](masks, np.random.default_rng(seed))  # [N, H, W, 3]
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).contiguous()
+    return _draw(masks, style, seed)
 
 
 def colourise(masks: np.ndarray, background: np.ndarray, stroke: np.ndarray) -> np.ndarray:
