@@ -62,6 +62,13 @@ def _(p):
     p.add_argument("--out", required=True, help="extractor weights file")
 
 
+@verb("install-extractor", "install_extractor", "install the shipped demo CNN, if it is what train-extractor would train")
+def _(p):
+    p.add_argument("--data", required=True, nargs="+", help="prepared domain folders, as for train-extractor")
+    p.add_argument("--checkpoint", required=True, help="the shipped weights file named in evaluation.fid.extractor_checkpoint")
+    p.add_argument("--out", required=True, help="extractor weights file")
+
+
 @verb("fisher", "fisher", "diagonal empirical Fisher of the source generator")
 def _(p):
     p.add_argument("--source", required=True, help="source run folder's final.pt")
@@ -182,6 +189,9 @@ _IO: dict[str, tuple[str, str]] = {
     "install-source": ("a shipped lfsgan final.pt (--checkpoint), after its sha256 matches source.checkpoints",
                        "--out/final.pt, --out/samples.png"),
     "train-extractor": ("prepared domain folders (--data), one class each", "the extractor weights file (--out)"),
+    "install-extractor": ("a shipped demo CNN (--checkpoint), after its sha256 matches evaluation.fid.extractor_checkpoint "
+                          "and its recorded inputs match the prepared folders (--data)",
+                          "the extractor weights file (--out), the shipped bytes unchanged"),
     "fisher": ("the source's final.pt (--source)", "--out/fisher.pt, --out/layers.csv, --out/layers.png"),
     "train-task": ("the source's final.pt, the prepared task (--data), the method's earlier task.pt files (--previous), "
                    "fisher.pt for EWC; --out/checkpoint.pt of an interrupted run, to resume",

@@ -175,6 +175,10 @@ def _check_references(cfg: dict, source: str) -> None:
         if s not in seeds:
             raise ConfigError(f"{source}: key 'permutation.seeds.{i}': seed {s} is not in source.seeds {seeds}; add it there (it is pretrained) or remove it")
     _check_shipped_sources(cfg["source"], source)
+    fid = cfg["evaluation"]["fid"]
+    if fid["extractor_checkpoint"] and fid["extractor"] != "lfsgan-demo-cnn":
+        raise ConfigError(f"{source}: key 'evaluation.fid.extractor_checkpoint' is set but evaluation.fid.extractor is "
+                          f"{fid['extractor']!r}; only the lfsgan-demo-cnn extractor is trained by the workflow, so only it can be shipped")
     for name, spec in domains.items():
         if ("builtin" in spec) == ("path" in spec):
             raise ConfigError(

@@ -456,21 +456,16 @@ def digit_extractor(tmp_path_factory):
     domain head on the prepared sets, digit head also on every digit 0-9 drawn in each style."""
     from lfsgan.data import load_prepared, prepare_dataset
     from lfsgan.metrics.demo_extractor import load_demo_extractor
-    from lfsgan.verbs.train_extractor import digit_renders
+    from lfsgan.verbs.train_extractor import extractor_inputs
 
     root = tmp_path_factory.mktemp("digits")
     for name in STYLED:
         prepare_dataset(f"builtin:{name}", root / name, resolution=16, n_shots=10, shot_seed=0)
     sets = [load_prepared(root / name) for name in STYLED]
-    extra, extra_digits, extra_styles, style_names = digit_renders(sets, {"data": {"resolution": 16, "resize_filter": "lanczos"}})
-    images = torch.cat([s.images for s in sets] + [extra])
-    labels = torch.cat([torch.full((len(s.images),), i, dtype=torch.long) for i, s in enumerate(sets)]
-                       + [torch.full((len(extra),), -1, dtype=torch.long)])
-    digits = torch.cat([s.labels for s in sets] + [extra_digits])
-    styles = torch.cat([torch.full((len(s.images),), i, dtype=torch.long) for i, s in enumerate(sets)] + [extra_styles])
+    x = extractor_inputs({"data": {"resolution": 16, "resize_filter": "lanczos"}}, [str(root / name) for name in STYLED])
     path = root / "demo_cnn.pt"
-    meta = train_demo_extractor(images, labels, path, seed=0, steps=600, digits=digits, styles=styles,
-                                style_names=style_names, label_names=list(STYLED), progress=False)
+    meta = train_demo_extractor(x.images, x.labels, path, seed=0, steps=600, digits=x.digits, styles=x.styles,
+                                style_names=x.style_names, label_names=x.label_names, progress=False)
     net, _ = load_demo_extractor(path)
     return net, meta, sets
 

@@ -30,7 +30,8 @@ from lfsgan.io import load_checkpoint
 
 pytestmark = pytest.mark.integration
 
-TRAINING_RULES = {"prepare_data", "pretrain_source", "install_source", "import_source", "fisher", "train_task", "train_extractor"}
+TRAINING_RULES = {"prepare_data", "pretrain_source", "install_source", "import_source", "fisher", "train_task", "train_extractor",
+                  "install_extractor"}
 
 
 @pytest.fixture(scope="module")

@@ -134,6 +134,7 @@ def train_demo_extractor(
     style_names: list[str] | None = None,
     holdout: float = 0.1,
     data_identity: list[dict] | None = None,
+    inputs_sha256: str | None = None,
     progress: bool | None = None,
 ) -> dict:
     """Train :class:`DemoCNN` as a domain/class classifier (cross-entropy, Adam) and save it; with
@@ -152,6 +153,8 @@ def train_demo_extractor(
         holdout: fraction of the images (seeded by ``seed``) never trained on; the accuracy of both
             heads on them is recorded in the meta (``heldout_accuracy``).
         data_identity: what the images are (e.g. each prepared set's name and images_sha256), recorded.
+        inputs_sha256: a digest of every training input (images, labels, digits, styles), recorded: what a
+            shipped copy of the file is checked against before it stands in for training it.
         progress: tqdm bar; ``None`` shows it only on a terminal.
 
     Returns:
@@ -218,6 +221,7 @@ def train_demo_extractor(
         "lr": lr,
         "n_images": int(images.shape[0]),
         "training_data": data_identity,
+        "inputs_sha256": inputs_sha256,
         "class_counts": torch.bincount(labels[labels >= 0], minlength=n_classes).tolist(),
         "label_names": label_names,
         "train_accuracy": accuracy(pred, labels, train_idx),

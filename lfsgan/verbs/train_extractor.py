@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +50,31 @@ def digit_renders(sets: list[PreparedDataset], cfg: dict) -> tuple[torch.Tensor,
     return torch.cat(images), torch.cat(digits), torch.cat(style_ids), [*styles, *READOUT_STYLES]
 
 
-def run(cfg: dict, data: list[str], out: str) -> None:
-    """A small CNN trained to tell the demo's domains apart and, when every prepared set records its
-    digit labels, the digits (the quality read-out's second head) — learnt from every digit 0–9 in
-    every built-in style, so a digit reads the same in any style. Its penultimate features feed
-    torch-fidelity; values computed with it are labelled not comparable with published FID."""
-    setup_torch(cfg)
+@dataclass
+class ExtractorInputs:
+    """What the demo CNN learns from: every prepared set (one domain label each) and, when every set
+    records its digit labels, the digit-only renderings of :func:`digit_renders` (domain label -1)."""
+
+    images: torch.Tensor  # uint8 [M, 3, R, R]
+    labels: torch.Tensor  # int64 [M], domain index or -1
+    digits: torch.Tensor | None  # int64 [M] or None
+    styles: torch.Tensor | None  # int64 [M], index into style_names (-1: a set of no built-in style)
+    style_names: list[str] | None
+    label_names: list[str]
+    data_identity: list[dict]  # each prepared set's name, images_sha256 and labels_sha256
+
+    def sha256(self) -> str:
+        """sha256 over every tensor's bytes and the names, in a fixed order: two extractors trained
+        with the same settings on inputs of equal sha256 are the same weights file."""
+        h = hashlib.sha256()
+        for t in (self.images, self.labels, self.digits, self.styles):
+            h.update(b"-" if t is None else memoryview(t.contiguous().numpy()).cast("B"))
+        h.update(json.dumps([self.label_names, self.style_names]).encode())
+        return h.hexdigest()
+
+
+def extractor_inputs(cfg: dict, data: list[str]) -> ExtractorInputs:
+    """The training inputs of the demo CNN from the prepared domain folders ``data`` (one class each)."""
     sets = [load_prepared(d) for d in data]
     images = torch.cat([s.images for s in sets])
     labels = torch.cat([torch.full((len(s.images),), i, dtype=torch.long) for i, s in enumerate(sets)])
@@ -66,16 +88,28 @@ def run(cfg: dict, data: list[str], out: str) -> None:
         images = torch.cat([images, extra])
         labels = torch.cat([labels, torch.full((len(extra),), -1, dtype=torch.long)])
         digits = torch.cat([digits, extra_digits])
+    identity = [{"name": Path(d).name, "images_sha256": s.manifest["images_sha256"],
+                 "labels_sha256": (s.manifest.get("labels") or {}).get("sha256")} for d, s in zip(data, sets)]
+    return ExtractorInputs(images, labels, digits, styles, style_names, [Path(d).name for d in data], identity)
+
+
+def run(cfg: dict, data: list[str], out: str) -> None:
+    """A small CNN trained to tell the demo's domains apart and, when every prepared set records its
+    digit labels, the digits (the quality read-out's second head) — learnt from every digit 0–9 in
+    every built-in style, so a digit reads the same in any style. Its penultimate features feed
+    torch-fidelity; values computed with it are labelled not comparable with published FID."""
+    setup_torch(cfg)
+    inputs = extractor_inputs(cfg, data)
     train_demo_extractor(
-        images,
-        labels,
+        inputs.images,
+        inputs.labels,
         out,
         seed=0,
         steps=cfg["evaluation"]["fid"]["extractor_steps"],
-        label_names=[Path(d).name for d in data],
-        digits=digits,
-        styles=styles,
-        style_names=style_names,
-        data_identity=[{"name": Path(d).name, "images_sha256": s.manifest["images_sha256"],
-                        "labels_sha256": (s.manifest.get("labels") or {}).get("sha256")} for d, s in zip(data, sets)],
+        label_names=inputs.label_names,
+        digits=inputs.digits,
+        styles=inputs.styles,
+        style_names=inputs.style_names,
+        data_identity=inputs.data_identity,
+        inputs_sha256=inputs.sha256(),
     )

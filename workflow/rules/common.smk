@@ -188,6 +188,8 @@ def final_targets():
 
 
 EXTRACTOR = "results/extractor/demo_cnn.pt"
+# what the demo CNN learns from (rule train_extractor, or install_extractor checks against): the source domain and the tasks
+EXTRACTOR_DATA = [f"results/data/{d}/images.pt" for d in [config["source"]["domain"], *TASKS]]
 
 
 def _previous_states(wc):

@@ -2,11 +2,33 @@
 
 
 
-if DEMO_EXTRACTOR:
+if DEMO_EXTRACTOR and config["evaluation"]["fid"]["extractor_checkpoint"]:
+
+    rule install_extractor:
+        input:
+            data=EXTRACTOR_DATA,
+            checkpoint=config["evaluation"]["fid"]["extractor_checkpoint"]["path"],
+        output:
+            EXTRACTOR,
+        params:
+            fid=section("evaluation", "fid"),
+            dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.data),
+        log:
+            "logs/install_extractor/demo_cnn.log",
+        benchmark:
+            "benchmarks/install_extractor/demo_cnn.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["runtime"],
+        shell:
+            "lfsgan install-extractor --config {CONFIG_FILE} --data {params.dirs} --checkpoint {input.checkpoint}"
+            " --out {output} > {log} 2>&1"
+
+elif DEMO_EXTRACTOR:
 
     rule train_extractor:
         input:
-            data=expand("results/data/{domain}/images.pt", domain=[config["source"]["domain"], *TASKS]),
+            data=EXTRACTOR_DATA,
         output:
             EXTRACTOR,
         params:
