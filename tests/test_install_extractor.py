@@ -90,6 +90,25 @@ def test_an_extractor_that_is_not_what_the_run_would_train_is_refused(trained, t
     assert not out.exists()
 
 
+def test_an_extractor_trained_with_other_settings_is_refused(trained, tmp_path, caplog):
+    """Same inputs and steps, another batch size: not the file `lfsgan train-extractor` writes."""
+    from lfsgan.metrics import train_demo_extractor
+    from lfsgan.verbs.train_extractor import extractor_inputs, extractor_settings
+
+    cfg, dirs, _ = trained
+    full = validate_config(copy.deepcopy(cfg))  # with the schema's defaults, as a verb reads it
+    x = extractor_inputs(full, dirs)
+    other = tmp_path / "other.pt"
+    train_demo_extractor(x.images, x.labels, other, **{**extractor_settings(full), "batch_size": 8}, digits=x.digits,
+                         styles=x.styles, style_names=x.style_names, label_names=x.label_names, inputs_sha256=x.sha256(),
+                         progress=False)
+    config = config_with(tmp_path, cfg, extractor_checkpoint={"path": str(other), "sha256": sha256_file(other)})
+    out = tmp_path / "results" / "demo_cnn.pt"
+    assert install(config, dirs, other, out) == 1
+    assert "trained with other settings than `lfsgan train-extractor` uses (file, here: {'batch_size': (8, 64)})" in caplog.text
+    assert not out.exists()
+
+
 def test_pickled_code_in_a_pinned_extractor_never_runs(trained, tmp_path, caplog):
     """Even with a matching sha256 (a file that was malicious from the start), nothing executes."""
     cfg, dirs, _ = trained

@@ -3,7 +3,8 @@
 The offline demo's extractor is trained once with the demo config and shipped in git
 (``data/extractor/``); ``evaluation.fid.extractor_checkpoint`` pins the file's sha256. It is used only
 when it is what the run would train: its sha256 matches the config, it loads with
-``weights_only=True`` as a demo CNN, it was trained with the config's ``extractor_steps`` and its
+``weights_only=True`` as a demo CNN, it was trained with the settings `lfsgan train-extractor` uses
+(the config's ``extractor_steps``, seed, batch size, learning rate, held-out fraction) and its
 recorded ``inputs_sha256`` equals the digest of the inputs `lfsgan train-extractor` would train on
 here (the prepared sets and the digit renderings, :func:`~lfsgan.verbs.train_extractor.extractor_inputs`).
 Then its bytes are copied unchanged, so every protocol that records the extractor's sha256 reads the
@@ -17,7 +18,7 @@ import shutil
 
 from lfsgan.io import atomic_path, sha256_file
 from lfsgan.metrics.demo_extractor import DEMO_EXTRACTOR_NAME, load_demo_extractor
-from lfsgan.verbs.train_extractor import extractor_inputs
+from lfsgan.verbs.train_extractor import extractor_inputs, extractor_settings
 
 log = logging.getLogger("lfsgan")
 
@@ -43,10 +44,14 @@ def run(cfg: dict, data: list[str], checkpoint: str, out: str) -> None:
         raise ValueError(f"{checkpoint}: sha256 {found} differs from evaluation.fid.extractor_checkpoint {expected}; "
                          f"restore the shipped file (`git checkout -- {checkpoint}`) or {REMAKE}")
     _, meta = load_demo_extractor(checkpoint)  # weights_only
-    steps = cfg["evaluation"]["fid"]["extractor_steps"]
-    if meta.get("steps") != steps:
+    settings = extractor_settings(cfg)
+    if meta.get("steps") != settings["steps"]:
         raise ValueError(f"{checkpoint}: trained for {meta.get('steps')} steps, the config's evaluation.fid.extractor_steps "
-                         f"is {steps}; {REMAKE}")
+                         f"is {settings['steps']}; {REMAKE}")
+    recorded = {**{k: meta.get(k) for k in settings}, "holdout": (meta.get("heldout") or {}).get("fraction")}
+    if recorded != settings:
+        differ = {k: (recorded[k], settings[k]) for k in settings if recorded[k] != settings[k]}
+        raise ValueError(f"{checkpoint}: trained with other settings than `lfsgan train-extractor` uses (file, here: {differ}); {REMAKE}")
     inputs = extractor_inputs(cfg, data)
     if meta.get("inputs_sha256") != inputs.sha256():
         trained = {d["name"]: d["images_sha256"] for d in meta.get("training_data") or []}

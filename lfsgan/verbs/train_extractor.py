@@ -65,7 +65,8 @@ class ExtractorInputs:
 
     def sha256(self) -> str:
         """sha256 over every tensor's bytes and the names, in a fixed order: two extractors trained
-        with the same settings on inputs of equal sha256 are the same weights file."""
+        with the same settings (:func:`extractor_settings`) on inputs of equal sha256, by the same
+        software, are the same weights file."""
         h = hashlib.sha256()
         for t in (self.images, self.labels, self.digits, self.styles):
             h.update(b"-" if t is None else memoryview(t.contiguous().numpy()).cast("B"))
@@ -93,6 +94,11 @@ def extractor_inputs(cfg: dict, data: list[str]) -> ExtractorInputs:
     return ExtractorInputs(images, labels, digits, styles, style_names, [Path(d).name for d in data], identity)
 
 
+def extractor_settings(cfg: dict) -> dict:
+    """The training settings `lfsgan train-extractor` passes to :func:`~lfsgan.metrics.train_demo_extractor`."""
+    return {"seed": 0, "steps": cfg["evaluation"]["fid"]["extractor_steps"], "batch_size": 64, "lr": 1e-3, "holdout": 0.1}
+
+
 def run(cfg: dict, data: list[str], out: str) -> None:
     """A small CNN trained to tell the demo's domains apart and, when every prepared set records its
     digit labels, the digits (the quality read-out's second head) — learnt from every digit 0–9 in
@@ -104,8 +110,7 @@ def run(cfg: dict, data: list[str], out: str) -> None:
         inputs.images,
         inputs.labels,
         out,
-        seed=0,
-        steps=cfg["evaluation"]["fid"]["extractor_steps"],
+        **extractor_settings(cfg),
         label_names=inputs.label_names,
         digits=inputs.digits,
         styles=inputs.styles,
