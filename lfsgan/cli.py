@@ -62,7 +62,7 @@ def _(p):
     p.add_argument("--out", required=True, help="extractor weights file")
 
 
-@verb("install-extractor", "install_extractor", "install the shipped demo CNN, if it is what train-extractor would train")
+@verb("install-extractor", "install_extractor", "install the shipped demo CNN in place of training it")
 def _(p):
     p.add_argument("--data", required=True, nargs="+", help="prepared domain folders, as for train-extractor")
     p.add_argument("--checkpoint", required=True, help="the shipped weights file named in evaluation.fid.extractor_checkpoint")
