@@ -13,7 +13,10 @@ take the variants in turn; ratios to fine-tuning are the median of the round-by-
 - ``lfsgan-patch``: LeFT + CDC anchor/patch D;
 - ``lfsgan``: the full method (+ cluster-wise mode seeking on 4·B extra samples with LPIPS-VGG; a
   random-backbone LPIPS here, the same cost as the real one). The same real batch every step, as
-  a few-shot task's batches come from the same shots: the shots' LPIPS features are cached.
+  a few-shot task's batches come from the same shots: the shots' LPIPS features are cached. Its 4·B
+  mode-seeking samples come from the same G call as the B fakes;
+- ``lfsgan-two-pass``: the same with the mode-seeking samples in a G pass of their own (the released
+  code's order): what drawing them in one pass saves.
 
 ``--ms-breakdown`` also times the parts of the mode-seeking term alone (process CPU s, in ratio to
 fine-tuning's whole iteration): G forward+backward on the 4·B extra samples, LPIPS-VGG features of
@@ -40,7 +43,7 @@ from pathlib import Path
 import torch
 
 from common import add_device_args, setup_device
-from lfsgan.methods import TaskContext, make_method
+from lfsgan.methods import LFSGAN, TaskContext, make_method
 from lfsgan.methods.left import LeFTConv, LeFTFC
 from lfsgan.models import Discriminator, Generator
 from lfsgan.train import TrainConfig, Trainer
@@ -52,7 +55,17 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "lfsgan-left": ("lfsgan", {"mode_seeking": "off", "patch_d": False}),
     "lfsgan-patch": ("lfsgan", {"mode_seeking": "off"}),
     "lfsgan": ("lfsgan", {}),
+    "lfsgan-two-pass": ("lfsgan", {}),
 }
+
+
+class TwoPassLFSGAN(LFSGAN):
+    """LFS-GAN as the released code runs it: the mode-seeking samples in a G pass of their own, after
+    the fakes' (the trainer is handed no extra latents, so the term draws its own): the baseline of
+    drawing both in one pass."""
+
+    def extra_latents(self, G, real, step):
+        return None
 
 
 def _sync(device: torch.device) -> None:
@@ -94,7 +107,7 @@ def _trainer(variant: str, model: dict, batch: int, device: torch.device, precis
     G, D = _models(model, device)
     source = ({k: v.clone() for k, v in G.state_dict().items()}, {k: v.clone() for k, v in D.state_dict().items()})
     extras = {"fisher": {k: torch.rand_like(p) * 1e-6 for k, p in G.named_parameters()}}
-    method = make_method(kind, options)
+    method = TwoPassLFSGAN(options) if variant == "lfsgan-two-pass" else make_method(kind, options)
     if kind == "lfsgan" and options.get("mode_seeking", "intended") != "off":
         method.lpips_model = _random_lpips(device)
     method.setup(G, D, TaskContext(0, "bench", *source, device=device, extras=extras))

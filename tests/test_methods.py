@@ -390,6 +390,50 @@ def test_lfsgan_fast_mode_seeking_equals_straightforward_loss(source, lpips_vgg,
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * scale)
 
 
+def test_fakes_and_mode_seeking_samples_in_one_pass_equal_two_passes(source, lpips_vgg):
+    """The trainer draws LFS-GAN's mode-seeking samples in the same G call as the step's fakes
+    (``synthesize``): with G's noise inputs off (their draw order is the one thing that differs), the
+    fakes (style-mixed), the extra images, features, w and the mode-seeking term equal the two separate
+    passes, and so do the gradients of every LeFT tensor."""
+    from lfsgan.methods.base import synthesize
+    from lfsgan.models.layers import NoiseInjection
+
+    G, D = tiny_models(1)
+    m = make_method("lfsgan", {"mode_seeking": "intended", "ms_factor": 4})
+    m.lpips_model = lpips_vgg
+    m.setup(G, D, TaskContext(0, "t", source[0], source[1], seed=0))
+    for module in G.modules():
+        if isinstance(module, NoiseInjection):
+            module.weight.data.fill_(0.0)
+    params, real = list(m.generator_parameters(G)), real_batch(0)
+    gen = torch.Generator().manual_seed(3)
+    latents = list(torch.randn(2, 4, G.style_dim, generator=gen).unbind(0))  # style mixing, cut at 2
+    z = torch.randn(16, G.style_dim, generator=gen)
+
+    fake, extra = synthesize(G, latents, 2, z)
+    assert fake.shape == (4, 3, 16, 16) and extra.images.shape == (16, 3, 16, 16)
+    ms = m.generator_loss_terms(G, D, real, 1, extra)["mode_seeking"]
+    joint = torch.autograd.grad(fake.square().mean() + ms, params, allow_unused=True)
+
+    fake2 = G(latents, inject_index=2)
+    _, alone = synthesize(G, [], None, z)
+    ms2 = m.generator_loss_terms(G, D, real, 1, alone)["mode_seeking"]
+    apart = torch.autograd.grad(fake2.square().mean() + ms2, params, allow_unused=True)
+
+    torch.testing.assert_close(fake, fake2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(extra.images, alone.images, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(extra.w, alone.w, rtol=1e-5, atol=1e-6)
+    for a, b in zip(extra.feats, alone.feats, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ms, ms2, rtol=1e-5, atol=0)
+    scale = max(float(b.abs().max()) for b in apart if b is not None)
+    assert scale > 0
+    for a, b in zip(joint, apart, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
 def test_pair_distances_read_any_memory_layout():
     """Channels-last feature maps (what G's convolutions return) are read without a copy, in memory
     order: same distances and gradients as the contiguous tensor and as F.l1_loss pair by pair."""

@@ -34,7 +34,7 @@ FINETUNE = "lfsgan/methods/finetune.py"
 #: a real change of the computation: an L2 penalty on G's weights, a new generator loss term
 NEW_LOSS_TERM = '''
 
-    def generator_loss_terms(self, G, D, real, step):
+    def generator_loss_terms(self, G, D, real, step, extra=None):
         return {"weight_decay": 1e-4 * sum(p.square().sum() for p in G.parameters())}
 '''
 

@@ -385,7 +385,7 @@ class _PatchHeadMethod(Method):
         _, feats = D(images, return_features=True)
         return self.head(feats[2])  # [B, 1, 4, 4]
 
-    def generator_loss_terms(self, G, D, real, step):
+    def generator_loss_terms(self, G, D, real, step, extra=None):
         if step == self.poison_grad_at_step:  # value 0 (finite) but d sqrt(x)/dx at 0 is inf: NaN weights
             return {"boom": torch.sqrt((G.style[1].weight * 0).sum())}
         if self.nan_from_step is not None and step >= self.nan_from_step:

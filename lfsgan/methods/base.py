@@ -37,6 +37,41 @@ class TaskContext:
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. {"fisher": {...}} for EWC
 
 
+@dataclass
+class ExtraSamples:
+    """Generator samples a method's loss terms need beside the step's adversarial fakes (LFS-GAN's
+    mode-seeking batch): their ``z [N, style_dim]``, ``w = mapping(z) [N, style_dim]`` (broadcast to every
+    layer, no mixing), ``images [N, 3, H, W]`` and ``feats``, every StyledConv output ``[N, C, r, r]``
+    (:meth:`~lfsgan.models.Generator.synthesis`' ``return_features``)."""
+
+    z: torch.Tensor
+    w: torch.Tensor
+    images: torch.Tensor
+    feats: list[torch.Tensor]
+
+
+def synthesize(G: nn.Module, latents: list[torch.Tensor], inject_index: int | None, extra_z: torch.Tensor,
+               G_forward: nn.Module | None = None) -> tuple[torch.Tensor | None, ExtraSamples]:
+    """The step's adversarial fakes and a method's extra samples in **one** mapping and one synthesis call.
+
+    ``latents``: the fakes' 1 or 2 (style mixing, cut at ``inject_index``) tensors ``[B, style_dim]``, or
+    ``[]`` for the extra samples alone; ``extra_z [N, style_dim]``. Every layer of G treats each row on
+    its own, so this computes what two calls would, up to the order of the random noise draws (one
+    ``[B + N, 1, r, r]`` draw per layer instead of two) — on a CPU one pass over ``B + N`` rows costs
+    about 0.6× the two passes. ``G_forward``: the module whose forward runs the synthesis (a compiled
+    G), ``G`` by default. Returns (fakes ``[B, 3, H, W]`` or None, :class:`ExtraSamples`).
+    """
+    b = latents[0].shape[0] if latents else 0
+    w = G.mapping(torch.cat([*latents, extra_z]))  # [len(latents)·B + N, style_dim]
+    w_extra = w[len(latents) * b:]  # [N, style_dim]
+    ws = G.make_ws([w_extra])  # [N, n_latent, style_dim]
+    if latents:
+        ws = torch.cat([G.make_ws(list(w[: len(latents) * b].split(b)), inject_index), ws])  # [B + N, ...]
+    images, feats = (G_forward or G)(ws, input_is_latent=True, return_features=True)  # noise_mode random
+    fakes = images[:b] if latents else None
+    return fakes, ExtraSamples(extra_z, w_extra, images[b:], [f[b:] for f in feats])
+
+
 class Method:
     """Plain fine-tuning semantics; subclasses override what differs."""
 
@@ -92,8 +127,17 @@ class Method:
         """Logits the adversarial losses use on this step: ``[B, 1]`` or a patch map ``[B, 1, h, w]``."""
         return D(images)
 
-    def generator_loss_terms(self, G: nn.Module, D: nn.Module, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """Extra generator loss terms (already weighted), added to the adversarial loss."""
+    def extra_latents(self, G: nn.Module, real: torch.Tensor, step: int) -> torch.Tensor | None:
+        """Latents ``z [N, style_dim]`` of the extra samples this step's generator terms need (no style
+        mixing, random noise), or None. The trainer draws them in the same synthesis call as the step's
+        adversarial fakes (:func:`synthesize`: one G pass instead of two) and hands them to
+        :meth:`generator_loss_terms` as ``extra``."""
+        return None
+
+    def generator_loss_terms(self, G: nn.Module, D: nn.Module, real: torch.Tensor, step: int,
+                             extra: ExtraSamples | None = None) -> dict[str, torch.Tensor]:
+        """Extra generator loss terms (already weighted), added to the adversarial loss. ``extra``: the
+        samples of :meth:`extra_latents`' latents when the trainer drew them (else None)."""
         return {}
 
     # --- storage ----------------------------------------------------------------------------

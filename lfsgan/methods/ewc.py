@@ -20,7 +20,7 @@ from torch import nn
 
 from lfsgan.io import key_mismatch
 
-from .base import TaskContext
+from .base import ExtraSamples, TaskContext
 from .finetune import FineTune
 
 
@@ -63,7 +63,8 @@ class EWC(FineTune):
         self.fisher = {k: fisher[k].to(p.device, p.dtype) for k, p in params.items()}
         self.source = {k: ctx.source_g[k].to(p.device, p.dtype) for k, p in params.items()}
 
-    def generator_loss_terms(self, G: nn.Module, D: nn.Module, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def generator_loss_terms(self, G: nn.Module, D: nn.Module, real: torch.Tensor, step: int,
+                             extra: ExtraSamples | None = None) -> dict[str, torch.Tensor]:
         if not self.fisher:
             raise RuntimeError("ewc: setup() must run before generator_loss_terms()")
         return {"ewc": ewc_penalty(G, self.fisher, self.source, self.lam)}

@@ -42,7 +42,7 @@ from lfsgan.models.layers import StyledConv, ToRGB
 
 from .adapters import (adapter_parameters, adapter_state, attach_adapters, detach_adapters,
                        load_adapter_state)
-from .base import Method, TaskContext
+from .base import ExtraSamples, Method, TaskContext, synthesize
 from .left import left_for_layer
 from .mode_seeking import RealFeatureCache, assign_clusters, mode_seeking_loss
 
@@ -190,25 +190,35 @@ class LFSGAN(Method):
                 allow_random_backbone=self.options["lpips_allow_random_backbone"], device=str(device))
         return self.lpips_model.to(device)
 
-    def generator_loss_terms(self, G: nn.Module, D: nn.Module, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """``{"mode_seeking": ms_weight · L_ms}`` on ``ms_factor · B`` fresh samples (§1.6)."""
-        variant = self.options["mode_seeking"]
-        if variant == "off" or self.options["ms_weight"] == 0:
-            return {}
+    def _mode_seeking_on(self) -> bool:
+        return self.options["mode_seeking"] != "off" and self.options["ms_weight"] != 0
+
+    def _ms_latents(self, G: nn.Module, real: torch.Tensor) -> torch.Tensor:
+        """The mode-seeking batch's ``z [ms_factor · B, style_dim]``, from the method's own stream (§1.6)."""
         if self._ms_gen is None:
             raise RuntimeError("lfsgan: setup() must run before generator_loss_terms()")
-        device = real.device
         n = self.options["ms_factor"] * real.shape[0]
-        z = torch.randn(n, G.style_dim, generator=self._ms_gen).to(device)  # [N, style_dim]
-        w = G.mapping(z)  # [N, style_dim]
-        ws = G.make_ws([w])  # [N, n_latent, style_dim], no mixing
-        images, feats = G.synthesis(ws, noise_mode="random", return_features=True)
-        lpips_model = self._lpips(device)
-        clusters = assign_clusters(images, real, lpips_model, self._real_features.features(lpips_model, real))  # [N]
+        return torch.randn(n, G.style_dim, generator=self._ms_gen).to(real.device)  # [N, style_dim]
+
+    def extra_latents(self, G: nn.Module, real: torch.Tensor, step: int) -> torch.Tensor | None:
+        return self._ms_latents(G, real) if self._mode_seeking_on() else None
+
+    def generator_loss_terms(self, G: nn.Module, D: nn.Module, real: torch.Tensor, step: int,
+                             extra: ExtraSamples | None = None) -> dict[str, torch.Tensor]:
+        """``{"mode_seeking": ms_weight · L_ms}`` on ``ms_factor · B`` fresh samples (§1.6): ``extra`` when
+        the trainer drew them beside the adversarial fakes, else drawn here (``w`` broadcast to every
+        layer, random noise)."""
+        if not self._mode_seeking_on():
+            return {}
+        if extra is None:
+            _, extra = synthesize(G, [], None, self._ms_latents(G, real))
+        lpips_model = self._lpips(real.device)
+        clusters = assign_clusters(extra.images, real, lpips_model,
+                                   self._real_features.features(lpips_model, real))  # [N]
         # d(w_i, w_j) on w itself: the broadcast ws repeats it n_latent times, the same mean distance. The
         # distances in float32 also when the step runs under bfloat16 autocast (a no-op in float32)
-        loss, self.last_info = mode_seeking_loss(z, w.float(), [f.float() for f in feats], images.float(), clusters,
-                                                 real.shape[0], variant)
+        loss, self.last_info = mode_seeking_loss(extra.z, extra.w.float(), [f.float() for f in extra.feats],
+                                                 extra.images.float(), clusters, real.shape[0], self.options["mode_seeking"])
         return {"mode_seeking": self.options["ms_weight"] * loss}
 
     # --- storage ---------------------------------------------------------------------------------

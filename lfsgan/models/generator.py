@@ -179,9 +179,11 @@ class Generator(nn.Module):
         truncation_latent: torch.Tensor | None = None,
         input_is_latent: bool = False,
         inject_index: int | None = None,
-    ) -> torch.Tensor:
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """``z`` ``[B, style_dim]`` or a list of 1–2 such tensors (style mixing) → image
-        ``[B, 3, size, size]``. Truncation (StyleGAN eq. in §B): ``w' = w̄ + ψ (w − w̄)``."""
+        ``[B, 3, size, size]`` (with ``input_is_latent``: ``w``s, or per-layer ``ws [B, n_latent, style_dim]``).
+        Truncation (StyleGAN eq. in §B): ``w' = w̄ + ψ (w − w̄)``. ``return_features``: as :meth:`synthesis`."""
         styles = [z] if isinstance(z, torch.Tensor) else list(z)
         if not input_is_latent:
             styles = [self.mapping(s) for s in styles]
@@ -189,4 +191,4 @@ class Generator(nn.Module):
             if truncation_latent is None:
                 raise ValueError("truncation < 1 needs truncation_latent, e.g. G.mean_latent(4096)")
             styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
-        return self.synthesis(self.make_ws(styles, inject_index), noise_mode=noise_mode)
+        return self.synthesis(self.make_ws(styles, inject_index), noise_mode=noise_mode, return_features=return_features)

@@ -4,7 +4,8 @@ Iteration ``i`` (0-based):
 
 1. D step: ``L_D = E softplus(-D(x)) + E softplus(D(G(z)))``.
 2. Lazy R1 when ``i % r1_every == 0``: ``(gamma / 2) * r1_every * E ||grad_x D(x)||^2`` on the reals.
-3. G step: ``L_G = E softplus(-D(G(z))) + sum(method.generator_loss_terms(...))``, plus
+3. G step: ``L_G = E softplus(-D(G(z))) + sum(method.generator_loss_terms(...))`` (a method's extra
+   samples, ``method.extra_latents``, come from the same G call as the fakes ``G(z)``), plus
    ``mode_seeking_weight * L_ms`` on the same fakes when that weight is set (MSGAN, see
    :func:`lfsgan.train.losses.mode_seeking_penalty`; used by the demo's source pretraining).
 4. Lazy path-length regularisation when ``i % path_reg_every == 0``:
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lfsgan.methods.base import Method
+from lfsgan.methods.base import ExtraSamples, Method, synthesize
 from lfsgan.train import fastpath
 from lfsgan.train.augment import diff_augment, parse_policy
 from lfsgan.train.config import TrainConfig
@@ -136,12 +137,17 @@ class Trainer:
             images = diff_augment(images, self.augment, self.augment_gen, self.shard)
         return self.method.discriminate(D, images, step)
 
-    def _fake(self, method: Method, step: int, batch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Fakes ``[B, 3, H, W]`` and the latents (1 or 2 tensors ``[B, style_dim]``) that made them
-        (``B = batch``, this rank's rows of the whole batch's draw)."""
+    def _fake(self, method: Method, step: int, batch: int, extra_z: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, list[torch.Tensor], ExtraSamples | None]:
+        """Fakes ``[B, 3, H, W]``, the latents (1 or 2 tensors ``[B, style_dim]``) that made them (``B =
+        batch``, this rank's rows of the whole batch's draw), and the method's extra samples of ``extra_z``
+        (drawn in the same G pass, :func:`~lfsgan.methods.base.synthesize`) or None."""
         latents = [self.shard.rows(z) for z in method.sample_latents(step, batch * self.shard.size, self.G, self.latent_gen)]
         inject = int(torch.randint(1, self.G.n_latent, (), generator=self.latent_gen)) if len(latents) == 2 else None
-        return self.G_step(latents, inject_index=inject), latents
+        if extra_z is None:
+            return self.G_step(latents, inject_index=inject), latents, None
+        fake, extra = synthesize(self.G, latents, inject, extra_z, self.G_step)
+        return fake, latents, extra
 
     def step(self, step: int, real: torch.Tensor) -> dict[str, Any]:
         """Run iteration ``step`` on the real batch ``real [B, 3, H, W]``; returns the losses (floats)."""
@@ -154,7 +160,7 @@ class Trainer:
         # 1. discriminator
         _set_requires_grad(self.d_params, True)
         with torch.no_grad(), fast.autocast():
-            fake, _ = self._fake(m, step, batch)
+            fake, _, _ = self._fake(m, step, batch)
         with fast.autocast():
             fake_pred = self._discriminate(D, fake, step).float()  # [B, 1] or [B, 1, h, w]
             real_pred = self._discriminate(D, real, step).float()
@@ -177,12 +183,12 @@ class Trainer:
 
         # 3. generator
         _set_requires_grad(self.d_params, False)
-        with fast.autocast():
-            fake, latents = self._fake(m, step, batch)
+        with fast.autocast():  # the fakes and, in the same G pass, a method's extra samples (LFS-GAN: 4·B more)
+            fake, latents, extra = self._fake(m, step, batch, m.extra_latents(G, real, step))
             g_loss = g_nonsaturating_loss(self._discriminate(D, fake, step).float())
         _check_finite("g_loss", g_loss, step)
-        with fast.autocast():  # a method's own terms (LFS-GAN: a G pass and LPIPS on 4·B more samples) too
-            terms = m.generator_loss_terms(G, self.D, real, step)
+        with fast.autocast():  # a method's own terms (LFS-GAN: LPIPS and the mode-seeking loss on them) too
+            terms = m.generator_loss_terms(G, self.D, real, step, extra)
         ms_weight = cfg.mode_seeking_weight_at(step)
         if ms_weight > 0:
             z = torch.cat(latents, 1)  # [B, L]
