@@ -90,11 +90,11 @@ def _(p):
 @verb("sample", "sample", "sample task S after task T, or the source")
 def _(p):
     p.add_argument("--method", default=None, help="method run; leave out (with --after/--task/--states) to sample the source")
-    p.add_argument("--after", default=None, help="the last task learnt")
-    p.add_argument("--task", default=None, help="the task whose generator is sampled (s <= t)")
+    p.add_argument("--after", nargs="+", default=None, help="the last task learnt (one per sample set)")
+    p.add_argument("--task", nargs="+", default=None, help="the task whose generator is sampled (s <= t; one per set)")
     p.add_argument("--source", required=True, help="source final.pt")
-    p.add_argument("--states", nargs="*", default=[], help="task.pt of tasks 1..t of the method, in order")
-    p.add_argument("--out", required=True, help="output folder (samples.pt, samples.json, grid.png)")
+    p.add_argument("--states", nargs="*", default=[], help="task.pt of tasks 1..t of the method, in order (t: the last --after)")
+    p.add_argument("--out", required=True, nargs="+", help="output folder of each set (samples.pt, samples.json, grid.png)")
 
 
 @verb("evaluate", "evaluate", "FID/KID, intra-cluster LPIPS, B-LPIPS of sample sets")
@@ -290,8 +290,9 @@ def check_names(args: argparse.Namespace, cfg: dict) -> None:
                "task": ("tasks", list(cfg["tasks"])), "after": ("tasks", list(cfg["tasks"]))}
     for arg, (key, names) in choices.items():
         value = getattr(args, arg, None)
-        if value is not None and value not in names:
-            raise ConfigError(f"{args.config}: --{arg} {value!r} is not in `{key}` of this config; choose one of {', '.join(names)}")
+        for v in [] if value is None else value if isinstance(value, list) else [value]:
+            if v not in names:
+                raise ConfigError(f"{args.config}: --{arg} {v!r} is not in `{key}` of this config; choose one of {', '.join(names)}")
 
 
 def known_error(e: BaseException) -> BaseException | None:

@@ -48,8 +48,8 @@ def config(project):
 
 
 def eval_jobs(config: dict, n_methods: int) -> int:
-    """`evaluate` jobs for ``n_methods`` method runs: one per run (evaluation.jobs per_method, the test
-    config's and the demo's) or one per (after t, task s <= t) sample set of each run."""
+    """`sample` (and `evaluate`) jobs for ``n_methods`` method runs: one per run (evaluation.jobs per_method,
+    the test config's and the demo's) or one per (after t, task s <= t) sample set of each run."""
     n = len(config["tasks"])
     per_run = 1 if config["evaluation"].get("jobs") == "per_method" else n * (n + 1) // 2
     return n_methods * per_run
@@ -80,9 +80,8 @@ def test_method_change_reruns_only_that_method(project, config):
         f"{sorted({(j.rule, j.wildcards['method']) for j in per_method})}"
     )
     counts = Counter(j.rule for j in jobs)
-    n_pairs = len(tasks) * (len(tasks) + 1) // 2  # (after t, task s <= t)
     assert counts == Counter(
-        {"train_task": len(tasks), "sample": n_pairs, "evaluate": eval_jobs(config, 1), "report": 1, "all": 1}
+        {"train_task": len(tasks), "sample": eval_jobs(config, 1), "evaluate": eval_jobs(config, 1), "report": 1, "all": 1}
     ), f"unexpected plan: {dict(counts)}"
 
     # Snakemake's reasons: the first task's params changed; the later ones follow from its output.
@@ -95,7 +94,7 @@ def test_method_change_reruns_only_that_method(project, config):
 def test_method_code_edit_reruns_only_that_method(project, config):
     """Editing ewc.py reruns EWC's tasks and what follows; finetune (whose module EWC imports, not
     the other way round) and every other method stay done."""
-    tasks, n_pairs = config["tasks"], len(config["tasks"]) * (len(config["tasks"]) + 1) // 2
+    tasks = config["tasks"]
     assert config["methods"]["ewc"]["kind"] == "ewc", "config/test.yaml must keep its `ewc` method"
     module = project.root / "lfsgan" / "methods" / "ewc.py"
     original, stat = module.read_text(), module.stat()
@@ -108,7 +107,7 @@ def test_method_code_edit_reruns_only_that_method(project, config):
 
     assert {j.wildcards["method"] for j in jobs if "method" in j.wildcards} == {"ewc"}
     assert Counter(j.rule for j in jobs) == Counter(
-        {"train_task": len(tasks), "sample": n_pairs, "evaluate": eval_jobs(config, 1), "report": 1, "all": 1})
+        {"train_task": len(tasks), "sample": eval_jobs(config, 1), "evaluate": eval_jobs(config, 1), "report": 1, "all": 1})
     first = next(j for j in jobs if j.rule == "train_task" and j.wildcards["task"] == tasks[0])
     assert "lfsgan/methods/ewc.py" in first.reason, first.reason
     assert project.dry_run() == []  # the file and its mtime are back
@@ -355,6 +354,31 @@ def test_reruns_rewrite_only_what_a_change_reaches(completed_run, tmp_path):
     others = [p for p in rewritten if any(f"/{m}/" in p for m in config["methods"] if m != "ewc")]
     assert not others, others
     assert not same_weights(weights(project, EWC_TASK), weights(completed_run, EWC_TASK))
+
+
+def test_one_sample_process_per_set_writes_what_the_grouped_job_wrote(completed_run, tmp_path):
+    """evaluation.jobs groups sampling too: `lfsgan sample` of one set alone (a per_set job, given only the
+    states up to its task) draws the same images as the run's job that sampled all of the method's sets
+    in one process; a grouped call whose lists differ in length stops before writing anything."""
+    config = yaml.safe_load(completed_run.read_config())
+    assert config["evaluation"]["jobs"] == "per_method", "config/test.yaml samples per method, as the demo"
+    first, last = config["tasks"][0], config["tasks"][-1]
+    states = [f"results/tasks/ewc/{t}/task.pt" for t in config["tasks"]]
+    args = ["lfsgan", "sample", "--config", "config/config.yaml", "--method", "ewc",
+            "--source", f"results/source/seed{config['source']['seeds'][0]}/final.pt"]
+    # EWC after its first task is the generator stored after that task: the grouped job, given every
+    # task's state, must have used the first one only
+    completed_run.run(*args, "--after", first, "--task", first, "--states", states[0], "--out", str(tmp_path / "alone"))
+    alone, _ = load_checkpoint(tmp_path / "alone" / "samples.pt")
+    grouped, _ = load_checkpoint(completed_run.root / "results" / "samples" / "ewc" / f"after_{first}" / first / "samples.pt")
+    later, _ = load_checkpoint(completed_run.root / "results" / "samples" / "ewc" / f"after_{last}" / first / "samples.pt")
+    assert torch.equal(alone["images"], grouped["images"])
+    assert not torch.equal(alone["images"], later["images"])  # the states differ, so would the samples
+
+    bad = completed_run.run(*args, "--after", last, last, "--task", first, "--states", *states,
+                            "--out", str(tmp_path / "a"), str(tmp_path / "b"), check=False)
+    assert bad.returncode != 0 and "--after (2), --task (1) and --out (2)" in bad.stdout
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_one_evaluate_process_per_set_writes_what_the_grouped_job_wrote(completed_run, tmp_path):

@@ -1,5 +1,6 @@
-"""`lfsgan sample`: N images of task s from a method's generator after task t (rule `sample`), or of
-the source generator itself (rule `sample_source`).
+"""`lfsgan sample`: N images of task s from a method's generator after task t (rule `sample`: one set, or
+every set of a method run in one process with ``evaluation.jobs: per_method``), or of the source
+generator itself (rule `sample_source`).
 
 Every generator is sampled on the same draws: latents ``z`` from ``torch.Generator(seed)`` and the
 per-layer noise from ``torch.manual_seed(seed)``. The protocol records ``z_sha256`` (the latents'
@@ -63,21 +64,38 @@ def _source_generator(cfg: dict, source: str) -> torch.nn.Module:
     return G.eval().requires_grad_(False)
 
 
-def run(cfg: dict, source: str, out: str, method: str | None = None, after: str | None = None, task: str | None = None,
-        states: list[str] = ()) -> None:
-    """Sample task ``task`` of ``method`` after task ``after`` (from ``states``), or, with no method, the source."""
+def run(cfg: dict, source: str, out: str | list[str], method: str | None = None, after: str | list[str] | None = None,
+        task: str | list[str] | None = None, states: list[str] = ()) -> None:
+    """Sample task ``task[i]`` of ``method`` after task ``after[i]`` into ``out[i]``, for every i (``states``:
+    the method's task.pt files up to the last ``after``; each set rebuilds its generator from the first
+    t + 1 of them), or, with no method, the source into ``out``. Every (after, task) pair is checked
+    before anything is written."""
+    out, after, task = ([] if x is None else [x] if isinstance(x, str) else list(x) for x in (out, after, task))
     device = setup_torch(cfg)
-    ev = cfg["evaluation"]
     if method is None:
         if after or task or states:
             raise ValueError("--after, --task and --states name a method's task generator: give --method too, "
                              "or none of them to sample the source")
+        if len(out) != 1:
+            raise ValueError(f"lfsgan sample: the source is sampled into one --out folder, got {len(out)}")
         G = _source_generator(cfg, source).to(device)
-        what = {"method": None, "after_task": None, "task": None, "generator": "source (g_ema when kept, else g)"}
-    else:
-        t, s = _positions(cfg, after, task, states)
-        G = rebuild_task_generator(cfg, method, source, list(states), task_position=s).to(device)
-        what = {"method": method, "after_task": after, "task": task}
+        _sample_set(cfg, G, out[0], {"method": None, "after_task": None, "task": None,
+                                    "generator": "source (g_ema when kept, else g)"}, device)
+        return
+    if not len(after) == len(task) == len(out) or not out:
+        raise ValueError(f"lfsgan sample: --after ({len(after)}), --task ({len(task)}) and --out ({len(out)}) must name "
+                         "the same number of sample sets, in the same order")
+    if len(set(out)) != len(out):
+        raise ValueError(f"lfsgan sample: an --out folder is named twice ({out})")
+    positions = _positions(cfg, after, task, states)
+    for (t, s), a, k, o in zip(positions, after, task, out):
+        G = rebuild_task_generator(cfg, method, source, list(states)[: t + 1], task_position=s).to(device)
+        _sample_set(cfg, G, o, {"method": method, "after_task": a, "task": k}, device)
+
+
+def _sample_set(cfg: dict, G: torch.nn.Module, out: str, what: dict, device: torch.device) -> None:
+    """The evaluation's ``n_samples`` images of ``G`` into ``out`` (samples.pt, samples.json, grid.png)."""
+    ev = cfg["evaluation"]
     images = generate(G, ev["n_samples"], seed=ev["seed"], batch_size=ev["batch_size"], truncation=ev["truncation"], device=device)
     out = Path(out)
     protocol = {
@@ -93,7 +111,8 @@ def run(cfg: dict, source: str, out: str, method: str | None = None, after: str 
     save_checkpoint(out / "samples.pt", {"images": images}, protocol)
     write_json(out / "samples.json", protocol)
     save_grid(images[: ev["grid"]].float().div(127.5).sub(1), out / "grid.png")
-    log.info("%d samples of %s -> %s", len(images), "the source" if method is None else f"{task} after {after} ({method})", out)
+    log.info("%d samples of %s -> %s", len(images), "the source" if what["method"] is None
+             else f"{what['task']} after {what['after_task']} ({what['method']})", out)
 
 
 def check_same_latents(files: list[tuple[str, dict]], what: str) -> str:
@@ -106,15 +125,20 @@ def check_same_latents(files: list[tuple[str, dict]], what: str) -> str:
     return hashes.pop()
 
 
-def _positions(cfg: dict, after: str | None, task: str | None, states: list[str]) -> tuple[int, int]:
-    """(t, s): positions of ``after`` and ``task`` in the config's tasks, checked against ``states``."""
+def _positions(cfg: dict, after: list[str], task: list[str], states: list[str]) -> list[tuple[int, int]]:
+    """(t, s) of every pair: positions of ``after[i]`` and ``task[i]`` in the config's tasks, checked
+    against ``states`` (the task.pt files of tasks 1..T, T the last ``after``)."""
     tasks = cfg["tasks"]
-    for name in (after, task):
-        if name not in tasks:
-            raise ConfigError(f"task '{name}' is not in the config's tasks list {tasks}")
-    t, s = tasks.index(after), tasks.index(task)
-    if s > t:
-        raise ValueError(f"task '{task}' comes after '{after}': sample only tasks already learnt (s <= t)")
-    if len(states) != t + 1:
-        raise ValueError(f"after task '{after}' the method has {t + 1} task states; got {len(states)} --states")
-    return t, s
+    out = []
+    for a, k in zip(after, task):
+        for name in (a, k):
+            if name not in tasks:
+                raise ConfigError(f"task '{name}' is not in the config's tasks list {tasks}")
+        t, s = tasks.index(a), tasks.index(k)
+        if s > t:
+            raise ValueError(f"task '{k}' comes after '{a}': sample only tasks already learnt (s <= t)")
+        out.append((t, s))
+    last = max(t for t, _ in out)
+    if len(states) != last + 1:
+        raise ValueError(f"after task '{tasks[last]}' the method has {last + 1} task states; got {len(states)} --states")
+    return out

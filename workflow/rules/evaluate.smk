@@ -45,28 +45,59 @@ elif DEMO_EXTRACTOR:
             "lfsgan train-extractor --config {CONFIG_FILE} --data {params.dirs} --out {output} > {log} 2>&1"
 
 
-rule sample:
-    input:
-        source=source_checkpoint(),
-        states=lambda wc: task_states(wc.method, wc.after),
-    output:
-        samples="results/samples/{method}/after_{after}/{task}/samples.pt",
-        meta="results/samples/{method}/after_{after}/{task}/samples.json",
-        grid="results/samples/{method}/after_{after}/{task}/grid.png",
-    params:
-        sampling=SAMPLING,
-        out=lambda wc, output: Path(output.samples).parent,
-    log:
-        "logs/sample/{method}/after_{after}/{task}.log",
-    benchmark:
-        "benchmarks/sample/{method}/after_{after}/{task}.tsv"
-    resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
-        gpu=GPU,
-    shell:
-        "lfsgan sample --config {CONFIG_FILE} --method {wildcards.method} --after {wildcards.after} --task {wildcards.task}"
-        " --source {input.source} --states {input.states} --out {params.out} > {log} 2>&1"
+# evaluation.jobs also groups sampling: per_method draws all of a method run's sets in one process (the
+# same files as per_set's one job per set), paying the start-up (importing torch, ~2-3 s) once.
+if config["evaluation"]["jobs"] == "per_set":
+
+    rule sample:
+        input:
+            source=source_checkpoint(),
+            states=lambda wc: task_states(wc.method, wc.after),
+        output:
+            samples="results/samples/{method}/after_{after}/{task}/samples.pt",
+            meta="results/samples/{method}/after_{after}/{task}/samples.json",
+            grid="results/samples/{method}/after_{after}/{task}/grid.png",
+        params:
+            sampling=SAMPLING,
+            out=lambda wc, output: Path(output.samples).parent,
+        log:
+            "logs/sample/{method}/after_{after}/{task}.log",
+        benchmark:
+            "benchmarks/sample/{method}/after_{after}/{task}.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["runtime"],
+            gpu=GPU,
+        shell:
+            "lfsgan sample --config {CONFIG_FILE} --method {wildcards.method} --after {wildcards.after} --task {wildcards.task}"
+            " --source {input.source} --states {input.states} --out {params.out} > {log} 2>&1"
+
+else:
+
+    rule sample:
+        input:
+            source=source_checkpoint(),
+            states=lambda wc: task_states(wc.method, TASKS[-1]),
+        output:
+            samples=[f"results/samples/{{method}}/after_{a}/{t}/samples.pt" for a, t in EVAL_PAIRS],
+            meta=[f"results/samples/{{method}}/after_{a}/{t}/samples.json" for a, t in EVAL_PAIRS],
+            grid=[f"results/samples/{{method}}/after_{a}/{t}/grid.png" for a, t in EVAL_PAIRS],
+        params:
+            sampling=SAMPLING,
+            after=" ".join(a for a, _ in EVAL_PAIRS),
+            task=" ".join(t for _, t in EVAL_PAIRS),
+            out=lambda wc, output: " ".join(str(Path(p).parent) for p in output.samples),
+        log:
+            "logs/sample/{method}.log",
+        benchmark:
+            "benchmarks/sample/{method}.tsv"
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=lambda wc: RES["runtime"] * len(EVAL_PAIRS),
+            gpu=GPU,
+        shell:
+            "lfsgan sample --config {CONFIG_FILE} --method {wildcards.method} --after {params.after} --task {params.task}"
+            " --source {input.source} --states {input.states} --out {params.out} > {log} 2>&1"
 
 
 rule sample_source:
