@@ -13,9 +13,9 @@ and, in this process after one warm-up call, each verb's ``run`` again: what the
 everything is imported (the rebuild of the generator, 500 samples, the metrics). Overhead = job wall
 time - in-process time; the ratio job / in-process says how much of the job is start-up.
 
-Then the `evaluate` rule's two groupings (``evaluation.jobs``), alternating: ``--sets`` one-set jobs
-(``per_set``) against one job evaluating the ``--sets`` sets in one process (``per_method``; the demo's
-methods have 6 sets each), and the overhead per set of each.
+Then the two groupings of each rule (``evaluation.jobs``), alternating: ``--sets`` one-set jobs
+(``per_set``) against one job sampling or evaluating the ``--sets`` sets in one process (``per_method``;
+the demo's methods have 6 sets each), and the overhead per set of each.
 
     python benchmarks/job_overhead.py [--config config/config.yaml] [--method lfsgan] [--reps 3] [--sets 6]
 """
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--method", default="lfsgan", help="a key of the config's methods")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--sets", type=int, default=6, help="sample sets of one per_method evaluate job")
+    ap.add_argument("--sets", type=int, default=6, help="sample sets of one per_method sample / evaluate job")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="lfsgan-job-overhead-") as tmp:
         work = Path(tmp)
@@ -114,7 +114,7 @@ def main() -> None:
             walls["import torch"].append(_run([sys.executable, "-c", "import torch"], work))
             for name, argv in jobs.items():
                 walls[name].append(_run([*LFSGAN, *argv], work))
-        grouped = _grouping(work, jobs["evaluate"], args.sets, args.reps)
+        grouped = {verb: _grouping(work, verb, argv, args.sets, args.reps) for verb, argv in jobs.items()}
         inner = _in_process(work, jobs, args.reps)
     floor = statistics.median(walls["import torch"])
     print(f"config {args.config}, method {args.method}, medians of {args.reps} (1 torch thread)")
@@ -124,26 +124,37 @@ def main() -> None:
         wall = statistics.median(walls[name])
         over = wall - inner[name]
         print(f"{name:<10} {wall:>7.2f} {inner[name]:>12.2f} {over:>10.2f} {wall / inner[name]:>13.2f}x {over / floor:>20.2f}x")
-    work = inner["evaluate"]
-    per_set, per_method = statistics.median(grouped["per_set"]), statistics.median(grouped["per_method"])
-    print(f"\nevaluate, {args.sets} sets (work {work:.2f} s per set, in-process), medians of {args.reps}:")
-    print(f"  per_set:    {args.sets} jobs {per_set:6.2f} s, overhead per set {per_set / args.sets - work:5.2f} s")
-    print(f"  per_method: 1 job  {per_method:6.2f} s, overhead per set {per_method / args.sets - work:5.2f} s"
-          f"  ({per_set / per_method:.2f}x faster)")
+    for verb, times in grouped.items():
+        work = inner[verb]
+        per_set, per_method = statistics.median(times["per_set"]), statistics.median(times["per_method"])
+        print(f"\n{verb}, {args.sets} sets (work {work:.2f} s per set, in-process), medians of {args.reps}:")
+        print(f"  per_set:    {args.sets} jobs {per_set:6.2f} s, overhead per set {per_set / args.sets - work:5.2f} s")
+        print(f"  per_method: 1 job  {per_method:6.2f} s, overhead per set {per_method / args.sets - work:5.2f} s"
+              f"  ({per_set / per_method:.2f}x faster)")
 
 
-def _grouping(work: Path, argv: list[str], sets: int, reps: int) -> dict[str, list[float]]:
-    """Wall seconds of ``sets`` one-set `lfsgan evaluate` jobs and of one job evaluating ``sets`` sets
-    (the same sample folder each time, each to its own file), ``reps`` times, alternating."""
-    i, j = argv.index("--out"), argv.index("--samples")
-    base = argv[:i] + argv[i + 2:]
-    samples, data = argv[j + 1], argv[argv.index("--data") + 1]
+#: the arguments a grouped job takes once per set (``evaluation.jobs: per_method``)
+PER_SET_ARGS = {"sample": ("--after", "--task", "--out"), "evaluate": ("--samples", "--data", "--out")}
+
+
+def _grouping(work: Path, verb: str, argv: list[str], sets: int, reps: int) -> dict[str, list[float]]:
+    """Wall seconds of ``sets`` one-set jobs of ``verb`` and of one job handling ``sets`` sets (the same
+    set each time, each to its own output), ``reps`` times, alternating."""
+    flags = PER_SET_ARGS[verb]
+    value = {f: argv[argv.index(f) + 1] for f in flags}
+    common = [a for i, a in enumerate(argv) if a not in flags and (i == 0 or argv[i - 1] not in flags)]
+    suffix = Path(value["--out"]).suffix
+
+    def per_set_args(f: str, k: int, name: str) -> str:
+        return f"{name}{k}{suffix}" if f == "--out" else value[f]
+
     times: dict[str, list[float]] = {"per_set": [], "per_method": []}
     for _ in range(reps):
-        times["per_set"].append(sum(_run([*LFSGAN, *base, "--out", f"set{k}.json"], work) for k in range(sets)))
-        many = [a for a in base if a not in (samples, data, "--samples", "--data")]
-        times["per_method"].append(_run([*LFSGAN, *many, "--samples", *[samples] * sets, "--data", *[data] * sets,
-                                         "--out", *[f"grouped{k}.json" for k in range(sets)]], work))
+        times["per_set"].append(sum(
+            _run([*LFSGAN, *common, *[x for f in flags for x in (f, per_set_args(f, k, f"{verb}-set"))]], work)
+            for k in range(sets)))
+        many = [x for f in flags for x in (f, *[per_set_args(f, k, f"{verb}-grouped") for k in range(sets)])]
+        times["per_method"].append(_run([*LFSGAN, *common, *many], work))
     return times
 
 

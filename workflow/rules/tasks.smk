@@ -1,5 +1,20 @@
 # Per-task training: task t of a method starts from the method's state after task t-1.
 
+# One training step's cost per method kind, relative to fine-tuning's (benchmarks/methods_step.py on the
+# demo's model, 2026-12-07: LFS-GAN's mode-seeking term makes its step ~2.5x; EWC and Piggyback within 10 %).
+# Used only to order the jobs.
+STEP_COST = {"lfsgan": 2.5}
+
+
+def train_priority(wc):
+    """Snakemake priority of a task's training: the training left in its method's chain (this task and the
+    later ones, in steps x the kind's step cost). The longest chain starts first and keeps a core busy;
+    without it the scheduler was free to start the demo's LFS-GAN chain, a third of its training, last,
+    and it then ran alone on one of two cores."""
+    entry = method_entry(config, wc.method)
+    remaining = len(TASKS) - task_index(wc.task)
+    return int(remaining * method_train_config(config, wc.method)["iterations"] * STEP_COST.get(entry["kind"], 1.0))
+
 
 rule train_task:
     input:
@@ -25,6 +40,7 @@ rule train_task:
     benchmark:
         "benchmarks/train_task/{method}/{task}.tsv"
     threads: 1
+    priority: train_priority
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["train_runtime"],
