@@ -57,9 +57,9 @@ def synthesize(G: nn.Module, latents: list[torch.Tensor], inject_index: int | No
     ``latents``: the fakes' 1 or 2 (style mixing, cut at ``inject_index``) tensors ``[B, style_dim]``, or
     ``[]`` for the extra samples alone; ``extra_z [N, style_dim]``. Every layer of G treats each row on
     its own, so this computes what two calls would, up to the order of the random noise draws (one
-    ``[B + N, 1, r, r]`` draw per layer instead of two) — on a CPU one pass over ``B + N`` rows costs
-    about 0.6× the two passes. ``G_forward``: the module whose forward runs the synthesis (a compiled
-    G), ``G`` by default. Returns (fakes ``[B, 3, H, W]`` or None, :class:`ExtraSamples`).
+    ``[B + N, 1, r, r]`` draw per layer instead of two). At the demo's batch of 4 on a CPU it makes
+    LFS-GAN's whole step 6–16 % faster (``benchmarks/methods_step.py``, ``lfsgan-two-pass``).
+    ``G_forward``: the module whose forward runs the synthesis (a compiled G), ``G`` by default. Returns (fakes ``[B, 3, H, W]`` or None, :class:`ExtraSamples`).
     """
     b = latents[0].shape[0] if latents else 0
     w = G.mapping(torch.cat([*latents, extra_z]))  # [len(latents)·B + N, style_dim]
