@@ -59,7 +59,8 @@ def synthesize(G: nn.Module, latents: list[torch.Tensor], inject_index: int | No
     its own, so this computes what two calls would, up to the order of the random noise draws (one
     ``[B + N, 1, r, r]`` draw per layer instead of two). At the demo's batch of 4 on a CPU it makes
     LFS-GAN's whole step 6–16 % faster (``benchmarks/methods_step.py``, ``lfsgan-two-pass``).
-    ``G_forward``: the module whose forward runs the synthesis (a compiled G), ``G`` by default. Returns (fakes ``[B, 3, H, W]`` or None, :class:`ExtraSamples`).
+    ``G_forward``: the module whose forward runs the synthesis (a compiled G), ``G`` by default.
+    Returns (fakes ``[B, 3, H, W]`` or None, :class:`ExtraSamples`).
     """
     b = latents[0].shape[0] if latents else 0
     w = G.mapping(torch.cat([*latents, extra_z]))  # [len(latents)·B + N, style_dim]
