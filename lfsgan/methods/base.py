@@ -58,7 +58,7 @@ def synthesize(G: nn.Module, latents: list[torch.Tensor], inject_index: int | No
     ``[]`` for the extra samples alone; ``extra_z [N, style_dim]``. Every layer of G treats each row on
     its own, so this computes what two calls would, up to the order of the random noise draws (one
     ``[B + N, 1, r, r]`` draw per layer instead of two). At the demo's batch of 4 on a CPU it makes
-    LFS-GAN's whole step 6–16 % faster (``benchmarks/methods_step.py``, ``lfsgan-two-pass``).
+    LFS-GAN's whole step 0–16 % faster (three runs of ``benchmarks/methods_step.py``, ``lfsgan-two-pass``).
     ``G_forward``: the module whose forward runs the synthesis (a compiled G), ``G`` by default.
     Returns (fakes ``[B, 3, H, W]`` or None, :class:`ExtraSamples`).
     """
