@@ -33,7 +33,7 @@ from lfsgan.metrics import (
     train_demo_extractor,
     write_random_inception_weights,
 )
-from lfsgan.metrics.diversity import _backbone_state_for_lpips, lpips_features, lpips_matrix
+from lfsgan.metrics.diversity import _backbone, _backbone_state_for_lpips, lpips_features, lpips_matrix
 from lfsgan.metrics.weights import WrongWeightsError, file_identity, load_state_dict_safely, network_reachable
 
 SHA_A = "a" * 64
@@ -269,6 +269,29 @@ def test_lpips_matrix_matches_lpips_forward(random_lpips):
         mine = lpips_matrix(random_lpips, lpips_features(random_lpips, x), lpips_features(random_lpips, y))
     assert mine.shape == (5, 4)
     assert torch.allclose(mine, ref.double(), atol=1e-6)
+
+
+def test_lpips_features_of_a_channels_last_batch_are_bit_identical_to_the_models_own_backbone(random_lpips):
+    """A generator's channels-last images run through a channels-last copy of the backbone (no weight
+    reorder per call): the same bits as the model's own backbone on that batch. Contiguous batches keep
+    the model's own; the copy follows the weights when they change."""
+    import lpips
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(6, 3, 32, 32, generator=g) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        own = [lpips.normalize_tensor(f) for f in random_lpips.net(random_lpips.scaling_layer(x))]
+        fast = lpips_features(random_lpips, x)
+        assert all(torch.equal(a, b) for a, b in zip(own, fast))
+        assert _backbone(random_lpips, random_lpips.scaling_layer(x)) is not random_lpips.net
+        assert _backbone(random_lpips, random_lpips.scaling_layer(x.contiguous())) is random_lpips.net
+        model = make_lpips("vgg", allow_random_backbone=True, allow_download=False, seed=0)
+        before = lpips_features(model, x)
+        first = next(model.net.parameters())
+        first.add_(0.5)  # in place: the copy must follow
+        after = lpips_features(model, x)
+        assert not torch.equal(before[0], after[0])
+        assert torch.equal(after[0], lpips.normalize_tensor(model.net(model.scaling_layer(x))[0]))
 
 
 def clustered(n_per: int, centers: torch.Tensor, counts: list[int] | None = None, seed: int = 0) -> torch.Tensor:

@@ -23,10 +23,12 @@ assignments and 10 x C(50, 2) pairs cost ~1,500 backbone passes instead of ~45,0
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import sys
 import warnings
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -194,8 +196,34 @@ def lpips_features(model, x: torch.Tensor) -> list[torch.Tensor]:
     """Unit-normalised backbone features of float [B, 3, H, W] in [-1, 1]: one [B, C_l, H_l, W_l] per layer l."""
     import lpips
 
-    outs = model.net(model.scaling_layer(x))
+    x = model.scaling_layer(x)
+    outs = _backbone(model, x)(x)
     return [lpips.normalize_tensor(f) for f in outs]
+
+
+#: backbone -> (its weights' identity, a copy with channels-last conv weights)
+_CHANNELS_LAST_BACKBONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _backbone(model, x: torch.Tensor) -> nn.Module:
+    """The LPIPS backbone to run ``x [B, 3, H, W]`` through: the model's own or, for a channels-last
+    batch on the CPU (a generator's output), a copy whose weights are stored channels-last as well.
+
+    oneDNN runs a channels-last batch in that layout either way; with contiguous weights it first
+    reorders every weight on every call (about a fifth of the backbone's time for 16 images at 32 px
+    on one thread: LFS-GAN's cluster assignment, every step). The features are bit-identical
+    (tests/test_metrics.py pins it). A contiguous batch keeps the model's own backbone, since for it
+    channels-last weights would change the convolution's arithmetic. The copy is made once per
+    backbone and made again when the backbone's weights change (in place or replaced).
+    """
+    net = model.net
+    if x.device.type != "cpu" or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return net
+    stamp = tuple((p.data_ptr(), p._version) for p in net.parameters())
+    cached = _CHANNELS_LAST_BACKBONES.get(net)
+    if cached is None or cached[0] != stamp:
+        cached = _CHANNELS_LAST_BACKBONES[net] = (stamp, copy.deepcopy(net).to(memory_format=torch.channels_last))
+    return cached[1]
 
 
 def _lin_weights(model) -> list[torch.Tensor]:
