@@ -164,6 +164,22 @@ def test_same_latent_grids_put_the_source_beside_each_method_on_identical_latent
             assert metrics["protocol"]["correspondence"]["z_sha256"] == expected
     src_images, src_meta = load_checkpoint(root / rec["tasks"][cfg["tasks"][0]][0]["samples"])
     assert src_meta["method"] is None and src_meta["z_sha256"] == expected
+    # built-in tasks from the plain demo source get the source's row redrawn by their recipe, one row more
+    from PIL import Image
+
+    from lfsgan.data.demo import demo_domain
+
+    domains = cfg["data"]["domains"]
+    assert rec["restyled"] == {t: {"recipe": demo_domain(domains[t]["builtin"]).name,
+                                   "style": demo_domain(domains[t]["builtin"]).style,
+                                   "seed": demo_domain(domains[t]["builtin"]).seed, "what": rec["restyled"][t]["what"]}
+                               for t in cfg["tasks"]}
+    task = cfg["tasks"][0]
+    files = [str(root / r["samples"]) for r in rec["tasks"][task]]
+    same_latent_figures(files, [task], tmp_path / "plain", [str(root / r["metrics"]) for r in rec["tasks"][task][1:]])
+    assert json.loads((tmp_path / "plain" / "same_latents.json").read_text())["restyled"] == {}
+    with_row = Image.open(root / "results" / "report" / f"same_latents_{task}.png").height
+    assert with_row > Image.open(tmp_path / "plain" / f"same_latents_{task}.png").height
 
     # a method's sample file drawn from other latents: the figure refuses it
     task = cfg["tasks"][0]

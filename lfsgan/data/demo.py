@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -273,6 +273,19 @@ DEMO_DOMAINS: dict[str, DemoDomain] = {
                    "the source never drew", NEW_DIGITS, "inverted"),
     )
 }
+
+
+def task_styles(domains: dict, source_domain: str, tasks: Iterable[str]) -> dict[str, DemoDomain]:
+    """``{task: built-in domain}`` for the tasks whose images a demo recipe draws, when the source is a
+    built-in domain in the ``plain`` style (so that :func:`restyle` can redraw its samples); tasks
+    from the user's own images are left out, and so is every task of any other source.
+
+    ``domains``: the config's ``data.domains`` (name -> ``{builtin: NAME}`` or ``{path: ...}``).
+    """
+    spec = domains.get(source_domain, {})
+    if "builtin" not in spec or demo_domain(spec["builtin"]).style != "plain":
+        return {}
+    return {task: demo_domain(domains[task]["builtin"]) for task in tasks if "builtin" in domains.get(task, {})}
 
 
 def demo_domain(source: str) -> DemoDomain:

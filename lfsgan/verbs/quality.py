@@ -43,19 +43,12 @@ def run(cfg: dict, samples: str, data: str, extractor: str | None, out: str, tas
 def restyled_blocks(cfg: dict, images, source_domain: str, task_data: list[str], extractor: str | None) -> dict:
     """``{task: quality block}`` of the source's samples redrawn in each built-in task's style; tasks
     that are not built-in demo domains (or a source that is not the plain demo style) are left out."""
-    from lfsgan.data.demo import demo_domain, restyle
+    from lfsgan.data.demo import restyle, task_styles
 
-    domains = cfg["data"]["domains"]
-    if "builtin" not in domains.get(source_domain, {}) or demo_domain(domains[source_domain]["builtin"]).style != "plain":
-        return {}
+    folders = {Path(data).name: data for data in task_data}
     out = {}
-    for data in task_data:
-        task = Path(data).name
-        spec = domains.get(task, {})
-        if "builtin" not in spec:
-            continue
-        style = demo_domain(spec["builtin"])
-        block = quality_block(cfg, extractor, restyle(images, style.style, seed=style.seed), load_prepared(data), task)
+    for task, style in task_styles(cfg["data"]["domains"], source_domain, folders).items():
+        block = quality_block(cfg, extractor, restyle(images, style.style, seed=style.seed), load_prepared(folders[task]), task)
         block.setdefault("protocol", {})["restyled"] = (
             f"the source's samples redrawn by the '{style.name}' recipe (style '{style.style}', seed {style.seed}; ink mask = "
             "channel mean): a perfect restyling, the ceiling of a task generator's read-out from this source")

@@ -96,7 +96,10 @@ def run(
     task_order = list(dict.fromkeys(df.sort_values("task_index")["task"]))
     sample_mosaic({_grid_key(g): g for g in grids}, methods, task_order, out / "samples.png")
     if same_latents:
-        same_latent_figures(same_latents, task_order, out, metrics, n=cfg["evaluation"]["grid"] // 2)
+        from lfsgan.data.demo import task_styles
+
+        styles = task_styles(cfg["data"]["domains"], cfg["source"]["domain"], task_order)
+        same_latent_figures(same_latents, task_order, out, metrics, n=cfg["evaluation"]["grid"] // 2, styles=styles)
 
     qual = quality_table(metrics, quality)
     with atomic_path(out / "quality.csv") as tmp:
@@ -139,7 +142,8 @@ def run(
     log.info("report written to %s", out)
 
 
-def same_latent_figures(samples: list[str], tasks: list[str], out: Path, metrics: list[str], n: int = 8) -> None:
+def same_latent_figures(samples: list[str], tasks: list[str], out: Path, metrics: list[str], n: int = 8,
+                        styles: dict | None = None) -> None:
     """``same_latents_<task>.png`` per task: the source's first ``n`` samples in the top row and, below,
     each method's generator right after learning that task, drawn from the same latents — checked by
     the ``z_sha256`` every sample file records — plus ``same_latents.json`` naming each row's file and
@@ -148,6 +152,10 @@ def same_latent_figures(samples: list[str], tasks: list[str], out: Path, metrics
 
     ``samples``: sample folders' ``samples.pt``; the one without a method is the source's.
     ``metrics``: the metrics JSONs of ``lfsgan evaluate``.
+    ``styles``: ``{task: DemoDomain}`` (:func:`lfsgan.data.demo.task_styles`): for these tasks a second
+    row, ``source restyled``, redraws the source's row by the task's own recipe — what a task generator
+    that kept every latent's digit and took the style perfectly would draw (the quality table's ceiling
+    row, as a picture). The JSON names the recipe under ``restyled``.
     """
     loaded = [(p, *load_checkpoint(p)) for p in samples]
     source = [x for x in loaded if x[2].get("method") is None]
@@ -158,14 +166,25 @@ def same_latent_figures(samples: list[str], tasks: list[str], out: Path, metrics
         rec = json.loads(Path(p).read_text())
         if rec.get("correspondence") is not None:
             measured[(rec["method"], rec["after_task"], rec["task"])] = (p, rec)
-    record = {"n_per_row": n, "latents": source[0][2]["latents"], "tasks": {}}
+    styles = styles or {}
+    record = {"n_per_row": n, "latents": source[0][2]["latents"], "tasks": {}, "restyled": {}}
     for task in tasks:
         rows = source + [x for x in loaded if x[2].get("method") is not None and x[2]["task"] == task == x[2]["after_task"]]
         z = check_same_latents([(x[0], x[2]) for x in rows], f"same-latent grid of task '{task}'")
         labels = ["source"] + [x[2]["method"] for x in rows[1:]]
-        same_latent_grid([(label, x[1]["images"][:n].numpy()) for label, x in zip(labels, rows)],
-                         out / f"same_latents_{task}.png",
-                         f"Task '{task}': each column one latent z; the source and each method right after learning the task")
+        strips = [(label, x[1]["images"][:n].numpy()) for label, x in zip(labels, rows)]
+        if task in styles:
+            from lfsgan.data.demo import restyle
+
+            style = styles[task]
+            ideal = restyle(source[0][1]["images"][:n], style.style, seed=style.seed)  # [n, 3, H, W] uint8
+            strips.insert(1, ("source\nrestyled", ideal.numpy()))
+            record["restyled"][task] = {"recipe": style.name, "style": style.style, "seed": style.seed,
+                                        "what": "the source's row redrawn by the task's recipe (ink mask = channel mean)"}
+        same_latent_grid(strips, out / f"same_latents_{task}.png",
+                         f"Task '{task}': each column one latent z\nthe source"
+                         + (", the source redrawn by the task's recipe (the ideal)," if task in styles else "")
+                         + " and each method right after learning the task")
         # the source against itself: 1 by construction (every latent's nearest source sample is its own)
         entries = [{"row": "source", "samples": str(source[0][0]), "z_sha256": z, "correspondence": 1.0,
                     "top1": 1.0, "by_construction": True}]
