@@ -52,7 +52,8 @@ def assign_clusters(images: torch.Tensor, real: torch.Tensor, lpips_model: nn.Mo
         hw = a.shape[2] * a.shape[3]
         wb = w.double().view(1, -1, 1, 1) * b.double()  # [B, C, H, W]
         sb = (wb * b.double()).flatten(1).sum(1)  # [B]
-        score = score + (sb[None, :] - 2 * a.double().flatten(1) @ wb.flatten(1).T) / hw  # [N, B]
+        cross = a.double().flatten(1) @ wb.flatten(1).T  # [N, B]
+        score = score + (sb[None, :] - 2 * cross) / hw  # doubling after the product: the same bits, N·B not N·CHW work
     return score.argmin(1)
 
 
