@@ -32,6 +32,10 @@ With ``--flops``, the first lfsgan variant's FLOPs per iteration (torch.utils.fl
 averaging over regularisers) divided by its time, against this machine's float32 rate on a large
 matrix product (``torch.mm`` of 4096 x 4096 on the CPU, 8192 on CUDA), printed as a fraction.
 
+With ``--breakdown``, every variant's plain iteration once more under torch.profiler: the time inside
+convolution kernels and everything else. It bounds what a faster implementation of the rest can gain:
+against rosinality, ``ratio <= rosinality's iteration / lfsgan's convolution time``.
+
     python benchmarks/train_step.py [--device auto] [--threads N] [--preset demo] [--rounds 3]
     python benchmarks/train_step.py --preset r32 --rosinality /tmp/rosinality --flops
 """
@@ -182,6 +186,36 @@ def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32, reps: 
     return 2 * n**3 / best
 
 
+#: the profiler's names for convolution kernels (forward and backward; oneDNN, the reference kernels, cuDNN)
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+                   "aten::_slow_conv2d_backward", "aten::cudnn_convolution", "aten::cudnn_convolution_transpose",
+                   "aten::convolution_overrideable")
+
+
+def convolution_share(variant: str, model: dict, batch: int, device: torch.device, warmup: int, rosinality=None,
+                      reps: int = 2) -> tuple[float, float]:
+    """(wall-clock s, s inside convolution kernels) of one plain iteration (no regulariser), under
+    torch.profiler, the faster of ``reps``: how much of the step a faster implementation of everything
+    else could still save."""
+    from torch.profiler import profile
+
+    step, data = build_step(variant, model, batch, device, rosinality)
+    for i in range(warmup):
+        step(1 + i, next(data))
+    best = (float("inf"), 0.0)
+    for _ in range(reps):
+        real = next(data)
+        with profile() as prof:
+            _sync(device)
+            t0 = time.perf_counter()
+            step(1, real)
+            _sync(device)
+            wall = time.perf_counter() - t0
+        conv = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in CONVOLUTION_OPS) / 1e6
+        best = min(best, (wall, conv))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="demo", choices=["demo", *PRESETS])
@@ -197,6 +231,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help=">= 16: consecutive iterations; fewer: weighted")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--flops", action="store_true", help="achieved FLOP rate of the first lfsgan variant vs torch.mm's")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="each variant's plain iteration under torch.profiler: the share inside convolution kernels (CPU)")
     add_device_args(ap)
     args = ap.parse_args()
     device = setup_device(args)
@@ -242,6 +278,12 @@ def main() -> None:
         achieved = flops / statistics.median(walls[lf])
         print(f"\n{lf}: {flops / 1e9:.3g} GFLOP/iteration, {achieved / 1e9:.3g} GFLOP/s achieved; "
               f"torch.mm float32 {peak / 1e9:.3g} GFLOP/s on this machine: fraction {achieved / peak:.3f}", flush=True)
+    if args.breakdown:
+        print("\none plain iteration (no regulariser) under torch.profiler, faster of 2: time inside convolution kernels")
+        for v in variants:
+            wall, conv = convolution_share(v, model, batch, device, args.warmup, ros)
+            print(f"{v:<18} {wall:>8.3f} s/iter  convolutions {conv:>7.3f} s ({conv / wall:.0%})  everything else "
+                  f"{wall - conv:>7.3f} s", flush=True)
 
 
 if __name__ == "__main__":
