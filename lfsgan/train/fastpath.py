@@ -28,6 +28,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import platform
 import shutil
 from dataclasses import dataclass
 
@@ -62,10 +63,10 @@ def bf16_runs_on_cpu() -> bool:
 
 
 def cpu_has_bf16_instructions() -> bool:
-    """AVX512-BF16 or AMX tiles, as torch's CPU feature detection reports them (torch >= 2.3 has both
-    checks; without them, oneDNN's answer stands)."""
+    """On x86, AVX512-BF16 or AMX tiles, as torch's CPU feature detection reports them (torch >= 2.3 has
+    both checks). Elsewhere (e.g. ARM) and without those checks, oneDNN's answer stands."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if all(check is None for check in checks):
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686") or all(check is None for check in checks):
         return bf16_runs_on_cpu()
     return any(bool(check()) for check in checks if check is not None)
 
