@@ -62,11 +62,16 @@ def bf16_runs_on_cpu() -> bool:
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def on_x86() -> bool:
+    """Whether this machine's CPU is x86 (where AVX512-BF16 and AMX are the bfloat16 instructions)."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
 def cpu_has_bf16_instructions() -> bool:
     """On x86, AVX512-BF16 or AMX tiles, as torch's CPU feature detection reports them (torch >= 2.3 has
     both checks). Elsewhere (e.g. ARM) and without those checks, oneDNN's answer stands."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686") or all(check is None for check in checks):
+    if not on_x86() or all(check is None for check in checks):
         return bf16_runs_on_cpu()
     return any(bool(check()) for check in checks if check is not None)
 
