@@ -198,7 +198,15 @@ def _check_references(cfg: dict, source: str) -> None:
 
 
 def _check_shipped_sources(src: dict, source: str) -> None:
-    """``source.checkpoints`` lists exactly the seeds of ``source.seeds``, and excludes ``import_checkpoint``."""
+    """``source.checkpoints`` lists exactly the seeds of ``source.seeds``, and excludes ``import_checkpoint``;
+    ``source.continue_from`` lists some of them, only when neither is set."""
+    continued = [e["seed"] for e in src["continue_from"]]
+    if continued and (src["checkpoints"] or src["import_checkpoint"]):
+        raise ConfigError(f"{source}: key 'source.continue_from' applies only to sources pretrained in the run; "
+                          "empty source.checkpoints and source.import_checkpoint, or remove it")
+    if len(continued) != len(set(continued)) or not set(continued) <= set(src["seeds"]):
+        raise ConfigError(f"{source}: key 'source.continue_from': lists seeds {continued}, expected at most one entry "
+                          f"for each of source.seeds {src['seeds']}")
     shipped = [e["seed"] for e in src["checkpoints"]]
     if not shipped:
         return

@@ -7,6 +7,9 @@
 # OVERLAY=config/narrow.yaml pretrains with that overlay's model (applied before the pretraining recipe, so its
 # source.checkpoints are ignored) and PREFIX names the files data/sources/<PREFIX>seed<S>.pt (default "wide-"):
 #   OVERLAY=config/narrow.yaml PREFIX= bash scripts/pretrain-demo-sources.sh   (the earlier 32-channel sources)
+# PHASE=<overlay> is applied after the recipe, for a further phase from a finished source (source.continue_from):
+#   SEEDS=0 THREADS=2 PHASE=config/source-demo-longer.yaml PREFIX=wide-longer- bash scripts/pretrain-demo-sources.sh
+#   (the demo's seed-0 source, data/sources/wide-longer-seed0.pt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
@@ -18,7 +21,7 @@ trap 'rm -f "$overrides"' EXIT
 printf 'threads: %s\nsource:\n  seeds: [%s]\n' "${THREADS:-1}" "$(echo $seeds | tr ' ' ',')" > "$overrides"
 # targets before --configfile, which takes every following word as a file
 snakemake "${targets[@]}" --workflow-profile workflow/profiles/default --cores "${CORES:-2}" \
-    --configfile config/config.yaml ${OVERLAY:-} config/source-demo.yaml "$overrides" "$@"
+    --configfile config/config.yaml ${OVERLAY:-} config/source-demo.yaml ${PHASE:-} "$overrides" "$@"
 mkdir -p data/sources
 echo "source.checkpoints for ${OVERLAY:-config/config.yaml}:"
 for s in $seeds; do

@@ -25,9 +25,10 @@ def model_cfg(cfg: dict) -> dict:
     return {"size": cfg["data"]["resolution"], **cfg["model"]}
 
 
-def shipped(tmp_path: Path, cfg: dict, seed: int = 0) -> Path:
-    """A source final.pt as `lfsgan pretrain` writes it (random weights of the config's model)."""
-    torch.manual_seed(seed)
+def shipped(tmp_path: Path, cfg: dict, seed: int = 0, init: int | None = None) -> Path:
+    """A source final.pt as `lfsgan pretrain` writes it (random weights of the config's model, drawn with
+    ``torch.manual_seed(init)``, by default the seed's own)."""
+    torch.manual_seed(seed if init is None else init)
     G, D = build_models(model_cfg(cfg))
     G_ema, _ = build_models(model_cfg(cfg))
     path = tmp_path / f"seed{seed}.pt"
@@ -153,3 +154,80 @@ def test_source_demo_overlay_pretrains_longer_on_the_demo_model():
     assert cfg["source"]["checkpoints"] == [] and cfg["source"]["import_checkpoint"] is None
     assert cfg["source"]["train"]["iterations"] > demo["source"]["train"]["iterations"]
     assert {k: v for k, v in merged.items() if k != "source"} == {k: v for k, v in demo.items() if k != "source"}
+
+
+# --- source.continue_from: a further pretraining phase from a pinned source -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def source_data(tmp_path_factory) -> Path:
+    """The test config's source domain, prepared by the CLI."""
+    root = tmp_path_factory.mktemp("data")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(demo_test_config()))
+    assert main(["prepare", "--config", str(config), "--domain", "mnist-source", "--out", str(root / "mnist-source")]) == 0
+    return root / "mnist-source"
+
+
+def continued_config(tmp_path: Path, cfg: dict, entries: list[dict], iterations: int = 2) -> Path:
+    train = {**cfg["source"]["train"], "iterations": iterations, "checkpoint_every": iterations, "sample_every": iterations}
+    cfg = {**cfg, "source": {**cfg["source"], "seeds": [0], "continue_from": entries, "train": train}}
+    path = tmp_path / "continue.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def pretrain(config: Path, data: Path, out: Path) -> int:
+    return main(["pretrain", "--config", str(config), "--seed", "0", "--data", str(data), "--out", str(out), "--no-resume"])
+
+
+def relative_distance(a: dict, b: dict) -> float:
+    num = sum(float((a[k] - b[k]).pow(2).sum()) for k in b)
+    return (num / sum(float(b[k].pow(2).sum()) for k in b)) ** 0.5
+
+
+def test_continued_pretraining_starts_from_the_pinned_weights(tmp_path, source_data):
+    """Two steps from a pinned source stay near its g and d; two steps from scratch (same seed) do not;
+    the run records which file it continued."""
+    cfg = demo_test_config()
+    start = shipped(tmp_path, cfg, seed=0, init=7)  # not the weights seed 0 starts from
+    base, _ = load_checkpoint(start)
+    config = continued_config(tmp_path, cfg, [{"seed": 0, "path": str(start), "sha256": sha256_file(start)}])
+    assert pretrain(config, source_data, tmp_path / "continued") == 0
+    (tmp_path / "scratch").mkdir()
+    scratch = continued_config(tmp_path / "scratch", cfg, [])
+    assert pretrain(scratch, source_data, tmp_path / "scratch-run") == 0
+    cont, meta = load_checkpoint(tmp_path / "continued" / "final.pt")
+    fresh, fresh_meta = load_checkpoint(tmp_path / "scratch-run" / "final.pt")
+    for name in ("g", "d"):
+        near, far = relative_distance(cont[name], base[name]), relative_distance(fresh[name], base[name])
+        assert near < 0.1 < far, (name, near, far)
+    assert meta["workflow"]["continued_from"] == {"path": str(start), "sha256": sha256_file(start), "step": 5}
+    assert meta["inputs"]["continue_from"]["sha256"] == sha256_file(start)
+    assert "continued_from" not in fresh_meta["workflow"]
+
+
+def test_a_changed_start_file_is_refused_before_it_is_read(tmp_path, source_data, caplog):
+    cfg = demo_test_config()
+    start = shipped(tmp_path, cfg, seed=0)
+    config = continued_config(tmp_path, cfg, [{"seed": 0, "path": str(start), "sha256": sha256_file(start)}])
+    with open(start, "ab") as f:
+        f.write(b"\0")
+    assert pretrain(config, source_data, tmp_path / "run") == 1
+    assert "differs from source.continue_from" in caplog.text
+    assert not (tmp_path / "run" / "final.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ({"seeds": [0], "checkpoints": [{"seed": 0, "path": "a.pt", "sha256": "0" * 64}],
+          "continue_from": [{"seed": 0, "path": "b.pt", "sha256": "0" * 64}]}, "only to sources pretrained in the run"),
+        ({"seeds": [0], "continue_from": [{"seed": 1, "path": "b.pt", "sha256": "0" * 64}]}, "at most one entry for each"),
+    ],
+)
+def test_continue_from_is_validated(source, words):
+    cfg = demo_test_config()
+    cfg["source"] = {**cfg["source"], **source}
+    with pytest.raises(ConfigError, match=words):
+        validate_config(cfg)

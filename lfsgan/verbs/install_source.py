@@ -28,12 +28,13 @@ def shipped_entry(cfg: dict, seed: int) -> dict:
     raise ValueError(f"config key 'source.checkpoints' has no entry for seed {seed}; add {{seed: {seed}, path: ..., sha256: ...}}")
 
 
-def run(cfg: dict, seed: int, checkpoint: str, out: str) -> None:
-    expected = shipped_entry(cfg, seed)["sha256"]
+def pinned_source(checkpoint: str | Path, expected_sha256: str, seed: int, key: str) -> tuple[dict, dict]:
+    """``(tensors, meta)`` of a source ``final.pt`` that config key ``key`` pins for ``seed``: read only after its
+    sha256 matches, tensors only (``weights_only``), and only if it is an lfsgan source of that seed."""
     found = sha256_file(checkpoint)
-    if found != expected:
+    if found != expected_sha256:
         raise ValueError(
-            f"{checkpoint}: sha256 {found} differs from source.checkpoints (seed {seed}) {expected}; "
+            f"{checkpoint}: sha256 {found} differs from {key} (seed {seed}) {expected_sha256}; "
             "restore the shipped file (`git checkout -- <file>`) or, after reproducing it (README), update the sha256"
         )
     tensors, meta = load_checkpoint(checkpoint)  # weights_only
@@ -41,7 +42,14 @@ def run(cfg: dict, seed: int, checkpoint: str, out: str) -> None:
         raise ValueError(f"{checkpoint}: not an lfsgan source final.pt with g, d and g_ema (kind={meta.get('kind')!r}, keys {sorted(tensors)})")
     trained_seed = (meta.get("workflow") or {}).get("seed")
     if trained_seed != seed:
-        raise ValueError(f"{checkpoint}: pretrained with seed {trained_seed}, listed for seed {seed} in source.checkpoints")
+        raise ValueError(f"{checkpoint}: pretrained with seed {trained_seed}, listed for seed {seed} in {key}")
+    return tensors, meta
+
+
+def run(cfg: dict, seed: int, checkpoint: str, out: str) -> None:
+    expected = shipped_entry(cfg, seed)["sha256"]
+    tensors, meta = pinned_source(checkpoint, expected, seed, "source.checkpoints")
+    found = expected
     states = {k: tensors[k] for k in ("g", "d", "g_ema")}
     installed = {
         "workflow": {**meta["workflow"], "installed_from": str(checkpoint), "sha256": found},

@@ -58,6 +58,7 @@ else:
     rule pretrain_source:
         input:
             data=f"results/data/{config['source']['domain']}/images.pt",
+            start=lambda wc: [e["path"] for e in config["source"]["continue_from"] if e["seed"] == int(wc.seed)],
         output:
             final="results/source/seed{seed}/final.pt",
             samples=report(
@@ -69,6 +70,7 @@ else:
         params:
             model=section("model"),
             train=section("source", "train"),
+            start=lambda wc: json.dumps([e for e in config["source"]["continue_from"] if e["seed"] == int(wc.seed)]),
             data_dir=lambda wc, input: Path(input.data).parent,
             out=lambda wc, output: Path(output.final).parent,
         log:
