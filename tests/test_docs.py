@@ -62,6 +62,9 @@ ALLOWED = {
         "two GPU nodes inside a SLURM job; tests/test_distributed.py checks that the rule plans this command",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/narrow.yaml":
         "about 10 minutes on 2 cores (the earlier 32-channel demo); planned with -n by test_every_config_plans_with_its_documented_command",
+    "SEEDS=0 THREADS=2 PHASE=config/source-demo-longer.yaml PREFIX=wide-longer- bash scripts/pretrain-demo-sources.sh":
+        "about 9 minutes on 2 cores, and it rewrites a shipped source; its overlay is planned with -n by "
+        "test_every_config_plans_with_its_documented_command and tests/test_install_source.py runs source.continue_from",
     "snakemake --workflow-profile workflow/profiles/default --cores 2 --configfile config/config.yaml config/sweep.yaml":
         "about 25 minutes on 2 cores after the demo, in its checkout (its last run: 52 jobs, 23 min); planned with -n by test_every_config_plans_with_its_documented_command",
 }
