@@ -47,12 +47,11 @@ def pinned_source(checkpoint: str | Path, expected_sha256: str, seed: int, key: 
 
 
 def run(cfg: dict, seed: int, checkpoint: str, out: str) -> None:
-    expected = shipped_entry(cfg, seed)["sha256"]
-    tensors, meta = pinned_source(checkpoint, expected, seed, "source.checkpoints")
-    found = expected
+    sha256 = shipped_entry(cfg, seed)["sha256"]
+    tensors, meta = pinned_source(checkpoint, sha256, seed, "source.checkpoints")
     states = {k: tensors[k] for k in ("g", "d", "g_ema")}
     installed = {
-        "workflow": {**meta["workflow"], "installed_from": str(checkpoint), "sha256": found},
+        "workflow": {**meta["workflow"], "installed_from": str(checkpoint), "sha256": sha256},
         "train": meta.get("train"),
         "step": meta.get("step"),
         "data": meta.get("data"),
@@ -60,4 +59,4 @@ def run(cfg: dict, seed: int, checkpoint: str, out: str) -> None:
         "versions": versions(),
     }
     write_source(cfg, states, out, installed, origin=str(checkpoint))
-    log.info("installed %s (sha256 %s) -> %s", checkpoint, found, Path(out) / "final.pt")
+    log.info("installed %s (sha256 %s) -> %s", checkpoint, sha256, Path(out) / "final.pt")
