@@ -56,6 +56,22 @@ def load_source(
     return g, tensors["d"], meta
 
 
+def load_states(modules: dict[str, torch.nn.Module], states: dict, model_cfg: dict, origin: str) -> None:
+    """Load ``states[name]`` into ``modules[name]`` (``strict=True``) for every name both hold, after checking
+    that it fits the config's model exactly; ``origin`` names the file the states came from in errors."""
+    for name, module in modules.items():
+        if name not in states:
+            continue
+        state = states[name]
+        mismatch = state_mismatch(module.state_dict(), state) if isinstance(state, dict) else "not a state dict"
+        if mismatch:
+            raise ValueError(
+                f"{origin}: '{name}' does not fit the config's model {model_cfg} ({mismatch}); "
+                "set data.resolution and the model keys to the checkpoint's architecture"
+            )
+        module.load_state_dict(state, strict=True)
+
+
 def write_source(cfg: dict, states: dict[str, dict[str, torch.Tensor]], out: str | Path, meta: dict, origin: str) -> None:
     """Load ``states`` (``g_ema`` and ``d``, optionally ``g``; ``g`` defaults to ``g_ema``) into the config's
     model with ``strict=True`` and write the source run folder ``out``: ``final.pt`` and ``samples.png``
@@ -63,17 +79,7 @@ def write_source(cfg: dict, states: dict[str, dict[str, torch.Tensor]], out: str
     mcfg = model_config(cfg)
     G, D = build_models(mcfg)
     G_ema, _ = build_models(mcfg)
-    for name, module in (("g_ema", G_ema), ("g", G), ("d", D)):
-        if name not in states:
-            continue
-        state = states[name]
-        mismatch = state_mismatch(module.state_dict(), state) if isinstance(state, dict) else "not a state dict"
-        if mismatch:
-            raise ValueError(
-                f"{origin}: '{name}' does not fit the config's model {mcfg} ({mismatch}); "
-                "set data.resolution and the model keys to the checkpoint's architecture"
-            )
-        module.load_state_dict(state, strict=True)
+    load_states({"g_ema": G_ema, "g": G, "d": D}, states, mcfg, origin)
     if "g" not in states:
         G.load_state_dict(G_ema.state_dict())
     out = Path(out)

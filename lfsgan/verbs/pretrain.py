@@ -17,7 +17,7 @@ from lfsgan.data import InfiniteSampler, load_prepared
 from lfsgan.train import TrainConfig, build_models, train
 from lfsgan.train.distributed import check_world, process_group, shard_from_env
 from lfsgan.verbs._common import setup_torch, versions
-from lfsgan.verbs._models import load_source, model_config
+from lfsgan.verbs._models import load_states, model_config
 from lfsgan.verbs.install_source import pinned_source
 
 log = logging.getLogger("lfsgan")
@@ -31,10 +31,8 @@ def continue_from(cfg: dict, seed: int, G: torch.nn.Module, D: torch.nn.Module) 
     if entry is None:
         return None
     path = entry["path"]
-    pinned_source(path, entry["sha256"], seed, "source.continue_from")
-    g, d, meta = load_source(path, model_config(cfg), generator="g")
-    G.load_state_dict(g, strict=True)
-    D.load_state_dict(d, strict=True)
+    tensors, meta = pinned_source(path, entry["sha256"], seed, "source.continue_from")
+    load_states({"g": G, "d": D}, tensors, model_config(cfg), path)
     log.info("continuing %s (sha256 %s, step %s) with source.train", path, entry["sha256"], meta.get("step"))
     return {"path": str(path), "sha256": entry["sha256"], "step": meta.get("step")}
 
