@@ -46,13 +46,7 @@ def load_source(
         raise ValueError(f"{path}: not a source checkpoint (needs 'g' or 'g_ema', and 'd'); run `lfsgan pretrain` or `lfsgan import-source`")
     if model_cfg is not None:
         G, D = build_models(model_cfg)
-        for name, module, state in (("g", G, g), ("d", D, tensors["d"])):
-            mismatch = state_mismatch(module.state_dict(), state)
-            if mismatch:
-                raise ValueError(
-                    f"{path}: '{name}' does not fit the config's model {model_cfg} ({mismatch}); set data.resolution "
-                    "and the model keys to the source's architecture, or rerun the source stage"
-                )
+        load_states({"g": G, "d": D}, {"g": g, "d": tensors["d"]}, model_cfg, str(path))
     return g, tensors["d"], meta
 
 
@@ -67,7 +61,7 @@ def load_states(modules: dict[str, torch.nn.Module], states: dict, model_cfg: di
         if mismatch:
             raise ValueError(
                 f"{origin}: '{name}' does not fit the config's model {model_cfg} ({mismatch}); "
-                "set data.resolution and the model keys to the checkpoint's architecture"
+                "set data.resolution and the model keys to the checkpoint's architecture, or rerun the source stage"
             )
         module.load_state_dict(state, strict=True)
 
